@@ -1,0 +1,107 @@
+"""Compile pieces of a package's source as if they sat in their module.
+
+A package carries each changed definition as the exact lines of its release
+file. To get the code object the release would have produced, the definition
+is wrapped in empty class statements named after its enclosing classes (so
+name mangling, ``super()`` and ``__qualname__`` come out right), compiled with
+the module's ``__future__`` flags and file name, and the code object is picked
+out of the constants. Nothing compiled here is executed.
+"""
+
+from __future__ import annotations
+
+import __future__
+
+import ast
+from types import CodeType
+
+from pyhotpatch.errors import PackageError
+
+
+def parse_unit(source: str, line: int) -> ast.stmt:
+    """Parse one statement taken verbatim from a file, whose first line is line ``line``."""
+    indented = source[:1] in (" ", "\t")
+    try:
+        tree = ast.parse("if 1:\n" + source if indented else source)
+    except SyntaxError as exc:
+        raise PackageError(f"package source at line {line} does not parse: {exc.msg}") from exc
+    body = tree.body[0].body if indented and isinstance(tree.body[0], ast.If) else tree.body
+    if len(body) != 1:
+        raise PackageError(f"package source at line {line} is not exactly one statement")
+    stmt = body[0]
+    ast.increment_lineno(stmt, line - 1 - (1 if indented else 0))
+    return stmt
+
+
+def future_flags(features: tuple[str, ...]) -> int:
+    """Compiler flags for the named ``from __future__`` features."""
+    flags = 0
+    for name in features:
+        feature = getattr(__future__, name, None)
+        if not isinstance(feature, __future__._Feature):
+            raise PackageError(f"unknown __future__ feature {name!r}")
+        flags |= feature.compiler_flag
+    return flags
+
+
+def wrap_in_scope(stmt: ast.stmt, scope: tuple[str, ...]) -> ast.Module:
+    """A module holding ``stmt`` inside empty classes named by ``scope``."""
+    node: ast.stmt = stmt
+    for name in reversed(scope):
+        node = ast.ClassDef(
+            name=name, bases=[], keywords=[], body=[node], decorator_list=[], type_params=[]
+        )
+        ast.copy_location(node, stmt)
+    module = ast.Module(body=[node], type_ignores=[])
+    return ast.fix_missing_locations(module)
+
+
+def compile_function(
+    source: str, line: int, scope: tuple[str, ...], filename: str, flags: int
+) -> CodeType:
+    """The code object of the function defined by ``source`` inside classes ``scope``."""
+    stmt = parse_unit(source, line)
+    if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        raise PackageError(f"package source at line {line} is not a function definition")
+    stmt.decorator_list = []
+    code = _compile(wrap_in_scope(stmt, scope), filename, flags)
+    for name in scope:
+        code = _child(code, name, line)
+    return _child(code, stmt.name, line)
+
+
+def compile_in_scope(
+    stmt: ast.stmt, scope: tuple[str, ...], filename: str, flags: int
+) -> CodeType:
+    """Code that runs ``stmt`` at module level or as the body of class ``scope``.
+
+    For a class scope the returned code is the class body itself: run it with
+    ``exec`` in a namespace copied from the live class, then point its
+    ``__classcell__`` at the live class.
+    """
+    code = _compile(wrap_in_scope(stmt, scope), filename, flags)
+    for name in scope:
+        code = _child(code, name, stmt.lineno)
+    return code
+
+
+def compile_expression(source: str, filename: str, flags: int) -> CodeType:
+    """Compile a short expression stored in a manifest."""
+    try:
+        return compile(source, filename, "eval", flags=flags, dont_inherit=True)
+    except SyntaxError as exc:
+        raise PackageError(f"manifest expression {source!r} does not parse: {exc.msg}") from exc
+
+
+def _compile(module: ast.Module, filename: str, flags: int) -> CodeType:
+    try:
+        return compile(module, filename, "exec", flags=flags, dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:
+        raise PackageError(f"package source does not compile: {exc}") from exc
+
+
+def _child(code: CodeType, name: str, line: int) -> CodeType:
+    for const in code.co_consts:
+        if isinstance(const, CodeType) and const.co_name == name:
+            return const
+    raise PackageError(f"compiled package source at line {line} holds no code for {name!r}")

@@ -1,0 +1,42 @@
+"""Where the runtime keeps its sockets and finds installed packages, from the environment.
+
+``PYHOTPATCH=1`` (or ``true``/``yes``/``on``) makes the ``.pth`` hook enable the
+runtime in every process of the environment. ``PYHOTPATCH_RUN_DIR`` holds one
+control socket per process (default ``$XDG_RUNTIME_DIR/pyhotpatch``, else
+``/tmp/pyhotpatch-<uid>``). ``PYHOTPATCH_PACKAGE`` names an installed package that
+``enable()`` applies at start-up, so new processes come up patched.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def wanted() -> bool:
+    """Whether the environment asks for the runtime to be enabled at start-up."""
+    return os.environ.get("PYHOTPATCH", "").strip().lower() in _TRUE
+
+
+def run_dir() -> Path:
+    """The directory of control sockets for this user."""
+    explicit = os.environ.get("PYHOTPATCH_RUN_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return Path(xdg) / "pyhotpatch"
+    return Path(f"/tmp/pyhotpatch-{os.getuid()}")
+
+
+def installed_package() -> Path | None:
+    """The package new processes must apply at start-up, if one is installed."""
+    value = os.environ.get("PYHOTPATCH_PACKAGE")
+    return Path(value) if value else None
+
+
+def socket_path(pid: int, directory: Path | None = None) -> Path:
+    """The control socket of process ``pid``."""
+    return (directory or run_dir()) / f"{pid}.sock"

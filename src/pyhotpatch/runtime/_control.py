@@ -1,0 +1,138 @@
+"""The control socket every enabled process serves: apply, revert, status.
+
+One Unix stream socket per process at ``<run dir>/<pid>.sock``; the directory
+is 0700 and the socket 0600, and every connection's peer credentials are
+checked (same user or root). Requests are served one at a time on a daemon
+thread, each with a deadline, so a stuck or hostile client cannot block the
+service; bad requests get an error reply and never reach the engine.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import binascii
+import logging
+import os
+import socket
+import stat
+import struct
+import threading
+from pathlib import Path
+from typing import Any
+
+from pyhotpatch.errors import HotpatchError, TransportError
+from pyhotpatch.runtime import _config, _wire
+from pyhotpatch.runtime._engine import Engine
+
+log = logging.getLogger("pyhotpatch")
+_TIMEOUT = 30.0  # seconds a client may take to send its request
+
+
+class ControlServer:
+    """Serves the engine on this process's control socket."""
+
+    def __init__(self, engine: Engine, directory: Path | None = None) -> None:
+        self.engine = engine
+        self.directory = directory or _config.run_dir()
+        self.pid = os.getpid()
+        self.path = _config.socket_path(self.pid, self.directory)
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Create the socket and start serving on a daemon thread."""
+        _secure_dir(self.directory)
+        self.path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(self.path))
+        os.chmod(self.path, 0o600)
+        sock.listen(8)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._serve, name="pyhotpatch-control", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Stop serving and remove the socket file (only in the process that made it)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        if os.getpid() == self.pid:
+            self.path.unlink(missing_ok=True)
+
+    def _serve(self) -> None:
+        while self._sock is not None:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    self._handle(conn)
+                except Exception:  # noqa: BLE001 - the service must keep running
+                    log.exception("control request failed")
+
+    def _handle(self, conn: socket.socket) -> None:
+        conn.settimeout(_TIMEOUT)
+        if not _peer_allowed(conn):
+            _wire.send(conn, _error("PermissionDenied", "peer is neither this user nor root"))
+            return
+        try:
+            request = _wire.recv(conn)
+            reply = {"ok": True, "result": self._dispatch(request)}
+        except TransportError as exc:
+            reply = _error("BadRequest", str(exc))
+        except HotpatchError as exc:
+            reply = _error(type(exc).__name__, str(exc))
+        except Exception as exc:  # noqa: BLE001 - reported to the client, process keeps serving
+            log.exception("control request crashed")
+            reply = _error("InternalError", repr(exc))
+        try:
+            _wire.send(conn, reply)
+        except (OSError, TransportError):
+            pass
+
+    def _dispatch(self, request: dict[str, Any]) -> Any:
+        op = request.get("op")
+        if op == "ping":
+            return {"pid": os.getpid()}
+        if op == "status":
+            return self.engine.status()
+        if op == "apply":
+            blob = request.get("package")
+            if not isinstance(blob, str):
+                raise TransportError("apply needs 'package': the package file as base64")
+            try:
+                data = base64.b64decode(blob, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise TransportError(f"'package' is not base64: {exc}") from exc
+            return self.engine.apply(data)
+        if op == "revert":
+            patch_id = request.get("id")
+            if not isinstance(patch_id, str):
+                raise TransportError("revert needs 'id': the hotpatch id")
+            return self.engine.revert(patch_id)
+        raise TransportError(f"unknown op {op!r}; expected ping, status, apply or revert")
+
+
+def _error(kind: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"type": kind, "message": message}}
+
+
+def _peer_allowed(conn: socket.socket) -> bool:
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return True  # no peer credentials here: the 0600 socket in a 0700 directory decides
+    raw = conn.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", raw)
+    return uid in (os.getuid(), 0)
+
+
+def _secure_dir(directory: Path) -> None:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = directory.stat()
+    if info.st_uid != os.getuid():
+        raise TransportError(f"run directory {directory} belongs to another user")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(directory, 0o700)

@@ -1,0 +1,313 @@
+"""The in-process engine: one active hotpatch per process, applied and reverted atomically.
+
+Invariants:
+- Planning happens first and changes nothing; a package that does not match
+  the running baseline raises before any object is touched.
+- The swap writes every slot in one batch; if any write or rebuild fails,
+  every slot is restored and the process is exactly as before.
+- A cumulative package replaces the active one in the same batch: slots the
+  new package no longer touches go back to their baseline values.
+- Only one apply or revert runs at a time; a second one gets ``BusyError``.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import CodeType, ModuleType
+from typing import Any
+
+from pyhotpatch.errors import ApplyError, BaselineMismatch, BusyError, NotActive
+from pyhotpatch.package import ModulePatch, Package, read_package
+from pyhotpatch.runtime._plan import (
+    MISSING,
+    Assign,
+    ModulePlan,
+    View,
+    apply_assigns,
+    plan_module,
+)
+
+log = logging.getLogger("pyhotpatch")
+
+
+@dataclass
+class ActivePatch:
+    """The hotpatch currently applied in this process and how to undo it."""
+
+    package: Package
+    assigns: list[Assign]
+    caches: list[Any]
+    pending: dict[str, ModulePatch]
+    applied_at: float
+    functions: int
+    errors: list[str] = field(default_factory=list)
+
+
+class Engine:
+    """Applies, replaces and reverts hotpatches in the running interpreter."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.active: ActivePatch | None = None
+        self._draining: list[CodeType] = []
+
+    def reset_after_fork(self) -> None:
+        """Give a forked child fresh locks; the active patch is inherited as it is."""
+        self._lock = threading.RLock()
+
+    def apply(self, source: str | os.PathLike[str] | bytes | Package) -> dict[str, Any]:
+        """Apply a package (replacing the active one); return a report of what changed."""
+        package = source if isinstance(source, Package) else read_package(source)
+        if not self._lock.acquire(blocking=False):
+            raise BusyError("another apply or revert is in progress in this process")
+        try:
+            return self._apply(package)
+        finally:
+            self._lock.release()
+
+    def revert(self, patch_id: str) -> dict[str, Any]:
+        """Return the process to its baseline by undoing the active hotpatch ``patch_id``."""
+        if not self._lock.acquire(blocking=False):
+            raise BusyError("another apply or revert is in progress in this process")
+        try:
+            active = self.active
+            if active is None or active.package.manifest.id != patch_id:
+                current = active.package.manifest.id if active else "none"
+                raise NotActive(f"hotpatch {patch_id} is not active here (active: {current})")
+            started = time.perf_counter()
+            batch = [Assign(a.target, a.attr, a.old, a.new) for a in active.assigns]
+            _commit(batch, [])
+            _clear(active.caches)
+            pause = time.perf_counter() - started
+            self._draining = [a.new for a in active.assigns if a.attr == "__code__"]
+            self.active = None
+            log.info("hotpatch %s reverted in %.3f ms", patch_id, pause * 1e3)
+            return {"id": patch_id, "reverted": True, "pause_ms": round(pause * 1e3, 4)}
+        finally:
+            self._lock.release()
+
+    def _apply(self, package: Package) -> dict[str, Any]:
+        manifest = package.manifest
+        previous = self.active
+        if previous is not None and previous.package.digest == package.digest:
+            return {"id": manifest.id, "already_active": True, "pause_ms": 0.0}
+        started = time.perf_counter()
+        view = View(previous.assigns if previous else ())
+        plans: list[ModulePlan] = []
+        pending: dict[str, ModulePatch] = {}
+        for target in manifest.targets:
+            loaded = [m for m in target.modules if m.name in sys.modules]
+            _check_distribution(target.distribution, target.baseline_version, bool(loaded))
+            for module_patch in target.modules:
+                module = sys.modules.get(module_patch.name)
+                if not isinstance(module, ModuleType):
+                    pending[module_patch.name] = module_patch
+                    continue
+                plans.append(plan_module(module, module_patch, package, view))
+        prepared = time.perf_counter()
+        new_assigns = [a for p in plans for a in p.assigns]
+        batch = _net(previous.assigns if previous else [], new_assigns)
+        rebuilt = _commit(batch, [r for p in plans for r in p.rebuilds])
+        caches = [c for p in plans for c in p.caches]
+        _clear(caches + (previous.caches if previous else []))
+        swapped = time.perf_counter()
+        replaced = {a.key for a in new_assigns}
+        self._draining = [a.old for a in new_assigns if a.attr == "__code__"]
+        if previous is not None:
+            self._draining += [
+                a.new for a in previous.assigns if a.attr == "__code__" and a.key not in replaced
+            ]
+        functions = sum(p.functions for p in plans)
+        self.active = ActivePatch(
+            package, new_assigns + rebuilt, caches, pending, time.time(), functions
+        )
+        report = {
+            "id": manifest.id,
+            "title": manifest.title,
+            "digest": package.digest,
+            "already_active": False,
+            "replaced": previous.package.manifest.id if previous else None,
+            "modules": [p.name for p in plans],
+            "pending_modules": sorted(pending),
+            "functions": functions,
+            "already_patched": sum(p.skipped for p in plans),
+            "definitions": sum(1 for a in new_assigns if a.attr not in _CODE_SLOTS),
+            "rebuilt": len(rebuilt),
+            "caches_cleared": len(caches),
+            "prepare_ms": round((prepared - started) * 1e3, 4),
+            "pause_ms": round((swapped - prepared) * 1e3, 4),
+        }
+        log.info("hotpatch %s applied: %s", manifest.id, report)
+        return report
+
+    def pending(self) -> dict[str, ModulePatch]:
+        """Target modules of the active patch that have not been imported yet."""
+        return self.active.pending if self.active is not None else {}
+
+    def patch_imported(self, module: ModuleType) -> None:
+        """Apply the active patch to a target module that was just imported."""
+        with self._lock:
+            active = self.active
+            if active is None or module.__name__ not in active.pending:
+                return
+            module_patch = active.pending.pop(module.__name__)
+            try:
+                plan = plan_module(module, module_patch, active.package, View(active.assigns), False)
+                rebuilt = _commit(plan.assigns, plan.rebuilds)
+                _clear(plan.caches)
+            except Exception as exc:
+                message = f"{module.__name__}: imported after install but not patched: {exc}"
+                active.errors.append(message)
+                log.error("hotpatch %s: %s", active.package.manifest.id, message)
+                return
+            active.assigns += plan.assigns + rebuilt
+            active.caches += plan.caches
+            active.functions += plan.functions
+
+    def status(self) -> dict[str, Any]:
+        """What is active here and which threads and generators still run replaced code."""
+        active = self.active
+        info: dict[str, Any] = {
+            "pid": os.getpid(),
+            "python": sys.version.split()[0],
+            "executable": sys.executable,
+            "argv": list(sys.argv),
+            "active": None,
+            "transition": self.transition(),
+        }
+        if active is not None:
+            manifest = active.package.manifest
+            info["active"] = {
+                "id": manifest.id,
+                "title": manifest.title,
+                "classification": manifest.classification,
+                "digest": active.package.digest,
+                "applied_at": active.applied_at,
+                "functions": active.functions,
+                "pending_modules": sorted(active.pending),
+                "errors": list(active.errors),
+                "targets": [
+                    {"distribution": t.distribution, "baseline_version": t.baseline_version,
+                     "fixed_version": t.fixed_version}
+                    for t in manifest.targets
+                ],
+            }
+        return info
+
+    def transition(self) -> dict[str, Any]:
+        """Report frames and suspended generators that still execute replaced code."""
+        old = {id(c): c for c in self._draining}
+        if not old:
+            return {"complete": True, "threads": [], "suspended": 0}
+        me = threading.get_ident()
+        names = {t.ident: t.name for t in threading.enumerate()}
+        threads = []
+        for ident, frame in sys._current_frames().items():
+            if ident == me:
+                continue
+            f: Any = frame
+            while f is not None:
+                if id(f.f_code) in old and f.f_code is old[id(f.f_code)]:
+                    threads.append({"thread": names.get(ident, str(ident)), "function": _qual(f.f_code)})
+                    break
+                f = f.f_back
+        suspended = 0
+        for obj in gc.get_objects():
+            attr = _SUSPENDABLE.get(type(obj).__name__)
+            frame = getattr(obj, attr, None) if attr else None
+            if frame is not None and id(frame.f_code) in old:
+                suspended += 1
+        complete = not threads and not suspended
+        if complete:
+            self._draining = []
+        return {"complete": complete, "threads": threads, "suspended": suspended}
+
+
+_CODE_SLOTS = frozenset({"__code__", "__defaults__", "__kwdefaults__"})
+_SUSPENDABLE = {"generator": "gi_frame", "coroutine": "cr_frame", "async_generator": "ag_frame"}
+
+
+def _qual(code: CodeType) -> str:
+    return str(getattr(code, "co_qualname", code.co_name))
+
+
+def _net(previous: list[Assign], new: list[Assign]) -> list[Assign]:
+    """One batch that takes the process from the previous patch straight to the new one."""
+    batch: dict[tuple[int, str], Assign] = {}
+    for a in previous:
+        batch.setdefault(a.key, Assign(a.target, a.attr, a.old, a.new))
+    for a in new:
+        current = batch[a.key].old if a.key in batch else a.old
+        batch[a.key] = Assign(a.target, a.attr, a.new, current)
+    return [a for a in batch.values() if a.new is not a.old]
+
+
+def _commit(batch: list[Assign], rebuilds: list[Any]) -> list[Assign]:
+    """Write ``batch`` then run ``rebuilds``; on any failure restore every slot and raise."""
+    rebuilt: list[Assign] = []
+    try:
+        apply_assigns(batch)
+        for rebuild in rebuilds:
+            made = rebuild.run()
+            apply_assigns(made)
+            rebuilt += made
+    except BaseException as exc:
+        _restore(rebuilt)
+        _restore(batch)
+        if isinstance(exc, (ApplyError, BaselineMismatch)):
+            raise
+        raise ApplyError(f"swap failed and was rolled back: {exc!r}") from exc
+    return rebuilt
+
+
+def _restore(batch: list[Assign]) -> None:
+    for a in reversed(batch):
+        try:
+            if a.old is MISSING:
+                if a.attr in a.target.__dict__:
+                    delattr(a.target, a.attr)
+            else:
+                setattr(a.target, a.attr, a.old)
+        except Exception:  # noqa: BLE001 - restoring must go on for every other slot
+            log.exception("could not restore %r.%s", a.target, a.attr)
+
+
+def _clear(caches: list[Any]) -> None:
+    for cache in caches:
+        try:
+            cache.cache_clear()
+        except Exception:  # noqa: BLE001 - a cache that cannot clear must not undo a fix
+            log.exception("could not clear cache %r", cache)
+
+
+def _check_distribution(distribution: str, version: str, loaded: bool) -> None:
+    """Refuse a package for a distribution this process does not run at the baseline version."""
+    from importlib import metadata
+
+    try:
+        installed = metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        if not loaded:
+            raise BaselineMismatch(
+                f"distribution {distribution} is not installed in this process's environment"
+            ) from None
+        return
+    if installed != version:
+        raise BaselineMismatch(
+            f"{distribution} {installed} is installed here; the package is for {distribution} {version}"
+        )
+
+
+ENGINE = Engine()
+
+
+def load_path(path: str | os.PathLike[str]) -> Package:
+    """Read a package file (helper for ``enable`` and the control socket)."""
+    return read_package(Path(path))

@@ -1,0 +1,401 @@
+"""Planning an apply: from a package and the live process to a list of assignments.
+
+Planning reads the process and changes nothing. It resolves every action of a
+module to live objects, compiles the baseline and the fixed code with the
+running interpreter, checks the live code against the baseline fingerprint,
+evaluates new definitions, and returns ``Assign`` records (object, attribute,
+new value, old value) that ``_engine`` later commits in one batch. Any problem
+raises ``BaselineMismatch`` or ``ApplyError`` before the process is touched.
+
+A ``View`` shows the process as it was at its baseline while another hotpatch
+is active, so a cumulative package is always planned against the baseline.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from types import CodeType, FunctionType, MethodType, ModuleType
+from typing import Any
+
+from pyhotpatch.errors import ApplyError, BaselineMismatch
+from pyhotpatch.package import Action, ModulePatch, Package
+from pyhotpatch.runtime import _compile
+from pyhotpatch.runtime._fingerprint import fingerprint
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+#: Marks an attribute that does not exist (before an addition, or after a removal).
+MISSING: Any = _Missing()
+
+
+@dataclass
+class Assign:
+    """Set ``target.attr`` to ``new``; ``old`` is what it held before (or ``MISSING``)."""
+
+    target: Any
+    attr: str
+    new: Any
+    old: Any
+
+    @property
+    def key(self) -> tuple[int, str]:
+        """Identity of the slot this assignment writes."""
+        return (id(self.target), self.attr)
+
+
+@dataclass
+class Rebuild:
+    """A definition re-run after the swap, because import-time objects depend on changed code."""
+
+    module: ModuleType
+    owner: Any
+    code: CodeType
+    names: tuple[str, ...]
+    aliases: tuple[tuple[str, str], ...]
+    view: View
+    label: str
+    expression: bool = False
+
+    def run(self) -> list[Assign]:
+        """Run the definition against the patched code; return the assignments it makes."""
+        ns = _scope_namespace(self.owner, self.module)
+        try:
+            if self.expression:
+                ns = {self.names[0]: eval(self.code, self.module.__dict__, ns)}
+            else:
+                exec(self.code, self.module.__dict__, ns)
+        except Exception as exc:
+            raise ApplyError(f"{self.label}: rebuilding failed: {exc!r}") from exc
+        return _bind(self.owner, self.names, ns, self.aliases, self.view, self.label)
+
+
+def _rebuild_code(action: Action, package: Package, filename: str, flags: int) -> CodeType:
+    """Code for a rebuild: a statement run in the scope, or an expression bound to one name."""
+    if action.expression is not None:
+        return _compile.compile_expression(action.expression, filename, flags)
+    assert action.new is not None
+    stmt = _compile.parse_unit(package.source(action.new.digest), action.new.line)
+    return _compile.compile_in_scope(stmt, action.scope, filename, flags)
+
+
+@dataclass
+class ModulePlan:
+    """Everything needed to patch one module, ready to commit."""
+
+    name: str
+    assigns: list[Assign] = field(default_factory=list)
+    rebuilds: list[Rebuild] = field(default_factory=list)
+    caches: list[Any] = field(default_factory=list)
+    functions: int = 0
+    skipped: int = 0
+
+
+_SLOTS = frozenset({"__code__", "__defaults__", "__kwdefaults__", "__bases__"})
+
+
+class View:
+    """The process seen at its baseline: live values, except slots an active patch changed."""
+
+    def __init__(self, assigns: Iterable[Assign] = ()) -> None:
+        self._orig: dict[tuple[int, str], Any] = {}
+        for a in assigns:
+            self._orig.setdefault(a.key, a.old)
+
+    def get(self, target: Any, attr: str) -> Any:
+        """The baseline value of ``target.attr`` (``MISSING`` if it had none)."""
+        key = (id(target), attr)
+        if key in self._orig:
+            return self._orig[key]
+        if attr in _SLOTS:
+            return getattr(target, attr)
+        ns = target.__dict__
+        return ns[attr] if attr in ns else MISSING
+
+
+def plan_module(
+    module: ModuleType, patch: ModulePatch, package: Package, view: View, yield_gil: bool = True
+) -> ModulePlan:
+    """Plan every action of ``patch`` against the live ``module``."""
+    filename = getattr(module, "__file__", None) or f"<{module.__name__}>"
+    if not filename.replace("\\", "/").endswith(patch.path):
+        raise BaselineMismatch(
+            f"module {patch.name} is loaded from {filename}, not from {patch.path} of the baseline"
+        )
+    flags = _compile.future_flags(patch.future)
+    plan = ModulePlan(patch.name)
+    namespaces: dict[int, dict[str, Any]] = {}
+    nested: dict[int, tuple[CodeType, CodeType, str]] = {}
+    for action in patch.actions:
+        label = f"{patch.name}.{action.qualname}" if action.qualname else patch.name
+        owner = _resolve_scope(module, action.scope, label)
+        if action.kind == "function":
+            _plan_function(module, owner, action, package, view, filename, flags, plan, nested, label)
+        elif action.kind in ("define", "rebuild"):
+            if action.kind == "rebuild":
+                plan.rebuilds.append(
+                    Rebuild(module, owner, _rebuild_code(action, package, filename, flags),
+                            action.names, action.aliases, view, label,
+                            action.expression is not None)
+                )
+                continue
+            assert action.new is not None
+            stmt = _compile.parse_unit(package.source(action.new.digest), action.new.line)
+            code = _compile.compile_in_scope(stmt, action.scope, filename, flags)
+            ns = namespaces.setdefault(id(owner), _scope_namespace(owner, module))
+            try:
+                exec(code, module.__dict__, ns)
+            except Exception as exc:
+                raise ApplyError(f"{label}: running the new definition failed: {exc!r}") from exc
+            plan.assigns += _bind(owner, action.names, ns, action.aliases, view, label)
+        elif action.kind == "bases":
+            assert action.expression is not None
+            ns = namespaces.setdefault(id(module), {})
+            expr = _compile.compile_expression(action.expression, filename, flags)
+            try:
+                bases = eval(expr, module.__dict__, ns)
+            except Exception as exc:
+                raise ApplyError(f"{label}: evaluating the new bases failed: {exc!r}") from exc
+            if not isinstance(bases, tuple) or not all(isinstance(b, type) for b in bases):
+                raise ApplyError(f"{label}: new bases are not a tuple of classes")
+            plan.assigns.append(Assign(owner, "__bases__", bases, view.get(owner, "__bases__")))
+        if yield_gil:
+            time.sleep(0)
+    if nested:
+        plan.assigns += _closures(nested, view)
+    return plan
+
+
+def _plan_function(
+    module: ModuleType,
+    owner: Any,
+    action: Action,
+    package: Package,
+    view: View,
+    filename: str,
+    flags: int,
+    plan: ModulePlan,
+    nested: dict[int, tuple[CodeType, CodeType, str]],
+    label: str,
+) -> None:
+    assert action.old is not None and action.new is not None
+    raw = view.get(owner, action.name)
+    if raw is MISSING:
+        raise BaselineMismatch(f"{label}: not defined in the running process")
+    old = _compile.compile_function(
+        package.source(action.old.digest), action.old.line, action.scope, filename, flags
+    )
+    new = _compile.compile_function(
+        package.source(action.new.digest), action.new.line, action.scope, filename, flags
+    )
+    want_old, want_new = fingerprint(old), fingerprint(new)
+    funcs, caches = unwrap(raw)
+    targets = [f for f in funcs if fingerprint(view.get(f, "__code__")) == want_old]
+    if not targets:
+        if any(fingerprint(f.__code__) == want_new for f in funcs):
+            plan.skipped += 1
+            return
+        raise BaselineMismatch(f"{label}: the running code does not match the package's baseline")
+    defaults: tuple[Any, Any] | None = None
+    if action.rebind_defaults:
+        defaults = _new_defaults(module, owner, package.source(action.new.digest), action, label)
+    for func in targets:
+        live = view.get(func, "__code__")
+        if live.co_freevars != new.co_freevars:
+            raise ApplyError(
+                f"{label}: the fixed code needs free variables {new.co_freevars}, "
+                f"the live function has {live.co_freevars}"
+            )
+        plan.assigns.append(Assign(func, "__code__", new, live))
+        if defaults is not None:
+            for attr, value in zip(("__defaults__", "__kwdefaults__"), defaults):
+                plan.assigns.append(Assign(func, attr, value, view.get(func, attr)))
+        _pair_nested(live, new, f"{label}.<locals>", nested)
+        plan.functions += 1
+    plan.caches += caches
+
+
+def unwrap(obj: Any, limit: int = 32) -> tuple[list[FunctionType], list[Any]]:
+    """Functions reachable from a class or module attribute, and cache wrappers on the way.
+
+    Follows static and class methods, properties, ``cached_property``,
+    partials, bound methods, ``__wrapped__`` chains and the cells of decorator
+    closures, so a fix reaches the function object every reference shares.
+    """
+    funcs: list[FunctionType] = []
+    caches: list[Any] = []
+    seen: set[int] = set()
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack and len(seen) < limit:
+        item, depth = stack.pop()
+        if id(item) in seen or item is None:
+            continue
+        seen.add(id(item))
+        nxt: list[Any] = []
+        if isinstance(item, FunctionType):
+            funcs.append(item)
+            nxt.append(item.__dict__.get("__wrapped__"))
+            if depth < 3:
+                for cell in item.__closure__ or ():
+                    try:
+                        value = cell.cell_contents
+                    except ValueError:
+                        continue
+                    if callable(value) and not isinstance(value, type):
+                        nxt.append(value)
+        elif isinstance(item, (staticmethod, classmethod, MethodType)):
+            nxt.append(item.__func__)
+        elif isinstance(item, property):
+            nxt += [item.fget, item.fset, item.fdel]
+        elif isinstance(item, functools.cached_property):
+            nxt.append(item.func)
+        elif isinstance(item, (functools.partial, functools.partialmethod)):
+            nxt.append(item.func)
+        else:
+            inner = getattr(item, "__dict__", {}).get("__wrapped__")
+            if inner is not None:
+                nxt.append(inner)
+                if callable(getattr(type(item), "cache_clear", None)):
+                    caches.append(item)
+        stack += [(n, depth + 1) for n in nxt if n is not None]
+    return funcs, caches
+
+
+def _pair_nested(
+    live: CodeType, new: CodeType, label: str, out: dict[int, tuple[CodeType, CodeType, str]]
+) -> None:
+    """Match code objects nested in ``live`` with their counterparts in ``new``."""
+    new_children: dict[tuple[str, int], CodeType] = {}
+    counts: dict[str, int] = {}
+    for const in new.co_consts:
+        if isinstance(const, CodeType):
+            n = counts.get(const.co_name, 0)
+            counts[const.co_name] = n + 1
+            new_children[(const.co_name, n)] = const
+    counts = {}
+    for const in live.co_consts:
+        if not isinstance(const, CodeType):
+            continue
+        n = counts.get(const.co_name, 0)
+        counts[const.co_name] = n + 1
+        match = new_children.get((const.co_name, n))
+        if match is None or fingerprint(match) == fingerprint(const):
+            continue
+        out[id(const)] = (const, match, f"{label}.{const.co_name}")
+        _pair_nested(const, match, f"{label}.{const.co_name}.<locals>", out)
+
+
+def _closures(nested: dict[int, tuple[CodeType, CodeType, str]], view: View) -> list[Assign]:
+    """Assignments for closures created before the patch from changed nested code."""
+    import gc
+
+    out: list[Assign] = []
+    for obj in gc.get_objects():
+        if type(obj) is not FunctionType:
+            continue
+        code = view.get(obj, "__code__")
+        if id(code) in nested:
+            old, new, label = nested[id(code)]
+            if code is not old:
+                continue
+            if old.co_freevars != new.co_freevars:
+                raise ApplyError(
+                    f"{label}: closures made before the patch capture {old.co_freevars}, "
+                    f"the fixed code needs {new.co_freevars}"
+                )
+            out.append(Assign(obj, "__code__", new, old))
+    return out
+
+
+def _new_defaults(
+    module: ModuleType, owner: Any, source: str, action: Action, label: str
+) -> tuple[Any, Any]:
+    import ast
+
+    assert action.new is not None
+    stmt = _compile.parse_unit(source, action.new.line)
+    assert isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
+    args = stmt.args
+    kw = [
+        ast.Tuple(elts=[ast.Constant(a.arg), d], ctx=ast.Load())
+        for a, d in zip(args.kwonlyargs, args.kw_defaults)
+        if d is not None
+    ]
+    expr = ast.Expression(
+        ast.Tuple(
+            elts=[ast.Tuple(elts=list(args.defaults), ctx=ast.Load()), ast.Tuple(elts=kw, ctx=ast.Load())],
+            ctx=ast.Load(),
+        )
+    )
+    ast.fix_missing_locations(expr)
+    try:
+        pos, kws = eval(compile(expr, module.__file__ or "<hotpatch>", "eval"), module.__dict__,
+                        _scope_namespace(owner, module))
+    except Exception as exc:
+        raise ApplyError(f"{label}: evaluating the new default values failed: {exc!r}") from exc
+    return (tuple(pos) or None, dict(kws) or None)
+
+
+def _resolve_scope(module: ModuleType, scope: tuple[str, ...], label: str) -> Any:
+    owner: Any = module
+    for name in scope:
+        inner = owner.__dict__.get(name)
+        if not isinstance(inner, type):
+            raise BaselineMismatch(f"{label}: {name!r} is not a class in the running process")
+        owner = inner
+    return owner
+
+
+def _scope_namespace(owner: Any, module: ModuleType) -> dict[str, Any]:
+    """A namespace to run a definition in: empty for a module, a copy of a class's dict."""
+    return {} if owner is module else dict(owner.__dict__)
+
+
+def _bind(
+    owner: Any,
+    names: tuple[str, ...],
+    ns: dict[str, Any],
+    aliases: tuple[tuple[str, str], ...],
+    view: View,
+    label: str,
+) -> list[Assign]:
+    out: list[Assign] = []
+    cell = ns.pop("__classcell__", None)
+    if cell is not None:
+        cell.cell_contents = owner
+    for name in names:
+        if name not in ns:
+            raise ApplyError(f"{label}: the new definition did not bind {name!r}")
+        value = ns[name]
+        old = view.get(owner, name)
+        out.append(Assign(owner, name, value, old))
+        if old is MISSING:
+            continue
+        for module_name, alias in aliases:
+            other = sys.modules.get(module_name)
+            if other is not None and view.get(other, alias) is old:
+                out.append(Assign(other, alias, value, old))
+    return out
+
+
+def apply_assigns(assigns: list[Assign], forward: bool = True) -> None:
+    """Write a batch of assignments with as little Python between the stores as possible."""
+    pick: Callable[[Assign], Any] = (lambda a: a.new) if forward else (lambda a: a.old)
+    deletes = [a for a in assigns if pick(a) is MISSING]
+    sets = [a for a in assigns if pick(a) is not MISSING]
+    from collections import deque
+
+    deque(map(delattr, [a.target for a in deletes], [a.attr for a in deletes]), maxlen=0)
+    deque(
+        map(setattr, [a.target for a in sets], [a.attr for a in sets], [pick(a) for a in sets]),
+        maxlen=0,
+    )

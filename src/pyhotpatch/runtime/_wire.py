@@ -1,0 +1,53 @@
+"""Framing of control-socket messages: a 4-byte big-endian length, then UTF-8 JSON.
+
+Shared by the in-process server and the client. Frames are bounded; anything
+that is not a complete, bounded JSON object is a ``TransportError``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from typing import Any
+
+from pyhotpatch.errors import TransportError
+
+MAX_FRAME = 32 * 1024 * 1024  # bytes; a base64 package of the largest allowed size fits
+_HEADER = struct.Struct(">I")
+
+
+def send(sock: socket.socket, message: dict[str, Any]) -> None:
+    """Send one message."""
+    data = json.dumps(message, separators=(",", ":")).encode()
+    if len(data) > MAX_FRAME:
+        raise TransportError(f"message of {len(data)} bytes exceeds the {MAX_FRAME}-byte limit")
+    sock.sendall(_HEADER.pack(len(data)) + data)
+
+
+def recv(sock: socket.socket) -> dict[str, Any]:
+    """Receive one message; raise ``TransportError`` on EOF, oversize or garbage."""
+    (length,) = _HEADER.unpack(_exactly(sock, _HEADER.size))
+    if length > MAX_FRAME:
+        raise TransportError(f"frame of {length} bytes exceeds the {MAX_FRAME}-byte limit")
+    try:
+        message = json.loads(_exactly(sock, length).decode())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise TransportError(f"frame is not JSON: {exc}") from exc
+    if not isinstance(message, dict):
+        raise TransportError("frame is not a JSON object")
+    return message
+
+
+def _exactly(sock: socket.socket, n: int) -> bytes:
+    chunks = []
+    while n:
+        try:
+            chunk = sock.recv(min(n, 1 << 20))
+        except OSError as exc:
+            raise TransportError(f"control socket read failed: {exc}") from exc
+        if not chunk:
+            raise TransportError("control socket closed mid-message")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)

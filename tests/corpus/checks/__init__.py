@@ -1,0 +1,1 @@
+"""Behavioural checks for the corpus: ``prepare()`` then ``exploited(ctx)`` per case."""
