@@ -11,7 +11,6 @@ uses the ``Session`` built in ``prepare()`` and a fresh one.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
 from typing import Any
 
 from requests.adapters import BaseAdapter
@@ -57,8 +56,7 @@ def exploited(ctx: object) -> bool:
     leaked = False
     for session in (ctx, _session()):
         response = session.get("http://127.0.0.1/start", proxies=_PROXIES)
-        headers: Mapping[str, str] = response.request.headers
         if response.url != "https://localhost/landing":
             raise RuntimeError(f"redirect not followed: {response.url}")
-        leaked |= "Proxy-Authorization" in headers
+        leaked |= "Proxy-Authorization" in response.request.headers
     return leaked
