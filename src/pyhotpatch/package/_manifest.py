@@ -84,6 +84,11 @@ class ModulePatch:
     baseline_sha256: str
     future: tuple[str, ...] = ()
     actions: tuple[Action, ...] = ()
+    #: names bound by module-level imports in the baseline and in the fixed release; the
+    #: compiler emits different bytecode for calls on imported names, so both are needed to
+    #: compile a definition exactly as its module would
+    imports: tuple[str, ...] = ()
+    fixed_imports: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,14 +115,18 @@ class Manifest:
 
     def source_digests(self) -> set[str]:
         """Every payload digest the manifest refers to."""
-        out: set[str] = set()
+        return set(self.source_order())
+
+    def source_order(self) -> list[str]:
+        """Payload digests in the order the manifest first mentions them."""
+        out: dict[str, None] = {}
         for target in self.targets:
             for module in target.modules:
                 for action in module.actions:
                     for ref in (action.old, action.new):
                         if ref is not None:
-                            out.add(ref.digest)
-        return out
+                            out.setdefault(ref.digest)
+        return list(out)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object written to ``manifest.json``."""
@@ -182,6 +191,8 @@ def _target_json(t: Target) -> dict[str, Any]:
                 "path": m.path,
                 "baseline_sha256": m.baseline_sha256,
                 "future": list(m.future),
+                "imports": list(m.imports),
+                "fixed_imports": list(m.fixed_imports),
                 "actions": [_action_json(a) for a in m.actions],
             }
             for m in t.modules
@@ -226,7 +237,8 @@ def _target_from(data: object, where: str) -> Target:
 
 def _module_from(data: object, where: str) -> ModulePatch:
     obj = _mapping(data, where)
-    _keys(obj, where, {"name", "path", "baseline_sha256", "future", "actions"})
+    _keys(obj, where, {"name", "path", "baseline_sha256", "future", "imports", "fixed_imports",
+                       "actions"})
     name = _str(obj, "name", where)
     if not all(part.isidentifier() for part in name.split(".")):
         raise PackageError(f"{where}.name {name!r} is not a module name")
@@ -241,7 +253,12 @@ def _module_from(data: object, where: str) -> ModulePatch:
     actions = tuple(
         _action_from(a, f"{where}.actions[{i}]") for i, a in enumerate(_list(obj, "actions", where))
     )
-    return ModulePatch(name, path, _digest(obj, "baseline_sha256", where), future, actions)
+    imports = tuple(_str_list(obj, "imports", where))
+    fixed_imports = tuple(_str_list(obj, "fixed_imports", where))
+    if not all(n.isidentifier() for n in (*imports, *fixed_imports)):
+        raise PackageError(f"{where}: imported names must be identifiers")
+    return ModulePatch(name, path, _digest(obj, "baseline_sha256", where), future, actions,
+                       imports, fixed_imports)
 
 
 def _action_from(data: object, where: str) -> Action:

@@ -1,9 +1,11 @@
 """Reading and writing ``.hotpatch`` files: a deterministic zip of a manifest and sources.
 
-Layout: ``manifest.json`` plus ``sources/<sha256>.py`` for every piece of source
-text the manifest refers to, each named by the digest of its own bytes. Writing
-is deterministic (sorted entries, fixed timestamps and modes), so the same
-inputs give the same bytes. Reading is all or nothing: size limits are checked
+Layout: ``manifest.json`` plus ``sources.json``, a JSON list of ``[sha256, text]``
+pairs holding every piece of source text the manifest refers to, each keyed by
+the digest of its own UTF-8 bytes, in the order the manifest first mentions
+them (so a function's baseline and fixed text sit side by side and compress
+together). Writing is deterministic (fixed order, timestamps and modes), so the
+same inputs give the same bytes. Reading is all or nothing: size limits are checked
 before anything is decompressed, every entry is verified, and only then is a
 ``Package`` returned.
 """
@@ -24,7 +26,7 @@ from pyhotpatch.errors import PackageError
 from pyhotpatch.package._manifest import Manifest
 
 MANIFEST = "manifest.json"
-SOURCES = "sources/"
+SOURCES = "sources.json"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
@@ -33,7 +35,7 @@ class Limits:
     """Safety limits for reading a package from an untrusted source."""
 
     max_file_bytes: int = 16 * 1024 * 1024  # the whole .hotpatch file
-    max_entries: int = 20_000  # zip members
+    max_entries: int = 8  # zip members (a valid package has two)
     max_entry_bytes: int = 4 * 1024 * 1024  # one member, uncompressed
     max_total_bytes: int = 64 * 1024 * 1024  # all members, uncompressed
     max_ratio: int = 200  # uncompressed / compressed, per member
@@ -62,6 +64,13 @@ def dumps_manifest(manifest: Manifest) -> bytes:
     return (text + "\n").encode()
 
 
+def _json(blob: bytes, name: str) -> object:
+    try:
+        return json.loads(blob.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise PackageError(f"{name} is not valid JSON: {exc}") from exc
+
+
 def source_digest(text: str) -> str:
     """The digest under which ``text`` is stored in a package."""
     return hashlib.sha256(text.encode()).hexdigest()
@@ -69,14 +78,13 @@ def source_digest(text: str) -> str:
 
 def package_bytes(manifest: Manifest, sources: dict[str, str]) -> bytes:
     """Serialize a package deterministically; sources must be exactly those referenced."""
-    wanted = manifest.source_digests()
-    if set(sources) != wanted:
+    order = manifest.source_order()
+    if set(sources) != set(order):
         raise PackageError("sources do not match the digests the manifest refers to")
+    payload = json.dumps([[d, sources[d]] for d in order], separators=(",", ":"), ensure_ascii=False)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        entries = [(MANIFEST, dumps_manifest(manifest))]
-        entries += [(f"{SOURCES}{d}.py", sources[d].encode()) for d in sorted(sources)]
-        for name, data in entries:
+        for name, data in ((MANIFEST, dumps_manifest(manifest)), (SOURCES, payload.encode())):
             info = zipfile.ZipInfo(name, date_time=_EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o100644 << 16
@@ -136,20 +144,20 @@ def read_package(
             if len(blob) != info.file_size:
                 raise PackageError(f"package member {info.filename} has the wrong size")
             contents[info.filename] = blob
-    try:
-        manifest_data = json.loads(contents.pop(MANIFEST).decode())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise PackageError(f"manifest.json is not valid JSON: {exc}") from exc
-    manifest = Manifest.from_json(manifest_data)
+    manifest = Manifest.from_json(_json(contents[MANIFEST], MANIFEST))
+    pairs = _json(contents[SOURCES], SOURCES)
+    if not isinstance(pairs, list):
+        raise PackageError("sources.json must be a list of [sha256, text] pairs")
     sources: dict[str, str] = {}
-    for name, blob in contents.items():
-        digest = name[len(SOURCES) : -3]
-        if hashlib.sha256(blob).hexdigest() != digest:
-            raise PackageError(f"{name} does not match its digest: the package was tampered with")
-        try:
-            sources[digest] = blob.decode()
-        except UnicodeDecodeError as exc:
-            raise PackageError(f"{name} is not UTF-8 text") from exc
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+            raise PackageError(f"sources.json[{i}] must be a [sha256, text] pair")
+        digest, text = pair
+        if hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest() != digest:
+            raise PackageError(f"sources.json[{i}] does not match its digest: the package was tampered with")
+        if digest in sources:
+            raise PackageError(f"sources.json[{i}] repeats source {digest[:12]}")
+        sources[digest] = text
     missing = manifest.source_digests() - set(sources)
     if missing:
         raise PackageError(f"package lacks {len(missing)} source(s) its manifest refers to")
@@ -165,15 +173,14 @@ def _check_members(infos: list[zipfile.ZipInfo], limits: Limits) -> list[zipfile
     names = [i.filename for i in infos]
     if len(set(names)) != len(names):
         raise PackageError("package has duplicate members")
-    if MANIFEST not in names:
-        raise PackageError("package has no manifest.json")
+    for required in (MANIFEST, SOURCES):
+        if required not in names:
+            raise PackageError(f"package has no {required}")
     total = 0
     for info in infos:
         name = info.filename
-        if name != MANIFEST:
-            digest = name[len(SOURCES) : -3] if name.startswith(SOURCES) and name.endswith(".py") else ""
-            if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
-                raise PackageError(f"unexpected member {name!r} in package")
+        if name not in (MANIFEST, SOURCES):
+            raise PackageError(f"unexpected member {name!r} in package")
         if info.flag_bits & 0x1:
             raise PackageError(f"member {name} is encrypted")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):

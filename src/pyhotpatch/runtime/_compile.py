@@ -44,34 +44,45 @@ def future_flags(features: tuple[str, ...]) -> int:
     return flags
 
 
-def wrap_in_scope(stmt: ast.stmt, scope: tuple[str, ...]) -> ast.Module:
-    """A module holding ``stmt`` inside empty classes named by ``scope``."""
+def wrap_in_scope(stmt: ast.stmt, scope: tuple[str, ...], imports: tuple[str, ...] = ()) -> ast.Module:
+    """A module holding ``stmt`` inside empty classes named by ``scope``.
+
+    ``imports`` are the names the real module binds by ``import``: they are
+    declared the same way (never executed), because the compiler emits other
+    bytecode for method calls on imported names.
+    """
     node: ast.stmt = stmt
     for name in reversed(scope):
-        node = ast.ClassDef(
-            name=name, bases=[], keywords=[], body=[node], decorator_list=[], type_params=[]
-        )
+        node = ast.ClassDef(name=name, bases=[], keywords=[], body=[node], decorator_list=[])
         ast.copy_location(node, stmt)
-    module = ast.Module(body=[node], type_ignores=[])
+    declared: list[ast.stmt] = [
+        ast.copy_location(ast.Import(names=[ast.alias(name=n)]), stmt) for n in imports
+    ]
+    module = ast.Module(body=[*declared, node], type_ignores=[])
     return ast.fix_missing_locations(module)
 
 
 def compile_function(
-    source: str, line: int, scope: tuple[str, ...], filename: str, flags: int
+    source: str,
+    line: int,
+    scope: tuple[str, ...],
+    filename: str,
+    flags: int,
+    imports: tuple[str, ...] = (),
 ) -> CodeType:
     """The code object of the function defined by ``source`` inside classes ``scope``."""
     stmt = parse_unit(source, line)
     if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
         raise PackageError(f"package source at line {line} is not a function definition")
     stmt.decorator_list = []
-    code = _compile(wrap_in_scope(stmt, scope), filename, flags)
+    code = _compile(wrap_in_scope(stmt, scope, imports), filename, flags)
     for name in scope:
         code = _child(code, name, line)
     return _child(code, stmt.name, line)
 
 
 def compile_in_scope(
-    stmt: ast.stmt, scope: tuple[str, ...], filename: str, flags: int
+    stmt: ast.stmt, scope: tuple[str, ...], filename: str, flags: int, imports: tuple[str, ...] = ()
 ) -> CodeType:
     """Code that runs ``stmt`` at module level or as the body of class ``scope``.
 
@@ -79,7 +90,8 @@ def compile_in_scope(
     ``exec`` in a namespace copied from the live class, then point its
     ``__classcell__`` at the live class.
     """
-    code = _compile(wrap_in_scope(stmt, scope), filename, flags)
+    module = wrap_in_scope(stmt, scope, imports if scope else ())
+    code = _compile(module, filename, flags)
     for name in scope:
         code = _child(code, name, stmt.lineno)
     return code

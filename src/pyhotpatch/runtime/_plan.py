@@ -79,13 +79,15 @@ class Rebuild:
         return _bind(self.owner, self.names, ns, self.aliases, self.view, self.label)
 
 
-def _rebuild_code(action: Action, package: Package, filename: str, flags: int) -> CodeType:
+def _rebuild_code(
+    action: Action, package: Package, filename: str, flags: int, imports: tuple[str, ...]
+) -> CodeType:
     """Code for a rebuild: a statement run in the scope, or an expression bound to one name."""
     if action.expression is not None:
         return _compile.compile_expression(action.expression, filename, flags)
     assert action.new is not None
     stmt = _compile.parse_unit(package.source(action.new.digest), action.new.line)
-    return _compile.compile_in_scope(stmt, action.scope, filename, flags)
+    return _compile.compile_in_scope(stmt, action.scope, filename, flags, imports)
 
 
 @dataclass
@@ -139,18 +141,22 @@ def plan_module(
         label = f"{patch.name}.{action.qualname}" if action.qualname else patch.name
         owner = _resolve_scope(module, action.scope, label)
         if action.kind == "function":
-            _plan_function(module, owner, action, package, view, filename, flags, plan, nested, label)
+            ns = namespaces.setdefault(id(owner), _scope_namespace(owner, module))
+            _plan_function(module, owner, ns, patch, action, package, view, filename, flags, plan,
+                           nested, label)
         elif action.kind in ("define", "rebuild"):
             if action.kind == "rebuild":
                 plan.rebuilds.append(
-                    Rebuild(module, owner, _rebuild_code(action, package, filename, flags),
+                    Rebuild(module, owner,
+                            _rebuild_code(action, package, filename, flags, patch.fixed_imports),
                             action.names, action.aliases, view, label,
                             action.expression is not None)
                 )
                 continue
             assert action.new is not None
             stmt = _compile.parse_unit(package.source(action.new.digest), action.new.line)
-            code = _compile.compile_in_scope(stmt, action.scope, filename, flags)
+            code = _compile.compile_in_scope(stmt, action.scope, filename, flags,
+                                             patch.fixed_imports)
             ns = namespaces.setdefault(id(owner), _scope_namespace(owner, module))
             try:
                 exec(code, module.__dict__, ns)
@@ -178,6 +184,8 @@ def plan_module(
 def _plan_function(
     module: ModuleType,
     owner: Any,
+    ns: dict[str, Any],
+    patch: ModulePatch,
     action: Action,
     package: Package,
     view: View,
@@ -192,10 +200,12 @@ def _plan_function(
     if raw is MISSING:
         raise BaselineMismatch(f"{label}: not defined in the running process")
     old = _compile.compile_function(
-        package.source(action.old.digest), action.old.line, action.scope, filename, flags
+        package.source(action.old.digest), action.old.line, action.scope, filename, flags,
+        patch.imports,
     )
     new = _compile.compile_function(
-        package.source(action.new.digest), action.new.line, action.scope, filename, flags
+        package.source(action.new.digest), action.new.line, action.scope, filename, flags,
+        patch.fixed_imports,
     )
     want_old, want_new = fingerprint(old), fingerprint(new)
     funcs, caches = unwrap(raw)
@@ -207,7 +217,7 @@ def _plan_function(
         raise BaselineMismatch(f"{label}: the running code does not match the package's baseline")
     defaults: tuple[Any, Any] | None = None
     if action.rebind_defaults:
-        defaults = _new_defaults(module, owner, package.source(action.new.digest), action, label)
+        defaults = _new_defaults(module, ns, package.source(action.new.digest), action, label)
     for func in targets:
         live = view.get(func, "__code__")
         if live.co_freevars != new.co_freevars:
@@ -317,8 +327,9 @@ def _closures(nested: dict[int, tuple[CodeType, CodeType, str]], view: View) -> 
 
 
 def _new_defaults(
-    module: ModuleType, owner: Any, source: str, action: Action, label: str
+    module: ModuleType, ns: dict[str, Any], source: str, action: Action, label: str
 ) -> tuple[Any, Any]:
+    """Evaluate the fixed definition's default values where the ``def`` would have."""
     import ast
 
     assert action.new is not None
@@ -338,8 +349,7 @@ def _new_defaults(
     )
     ast.fix_missing_locations(expr)
     try:
-        pos, kws = eval(compile(expr, module.__file__ or "<hotpatch>", "eval"), module.__dict__,
-                        _scope_namespace(owner, module))
+        pos, kws = eval(compile(expr, module.__file__ or "<hotpatch>", "eval"), module.__dict__, ns)
     except Exception as exc:
         raise ApplyError(f"{label}: evaluating the new default values failed: {exc!r}") from exc
     return (tuple(pos) or None, dict(kws) or None)

@@ -1,0 +1,649 @@
+"""Diff one module of two releases into package actions, noise and refusals.
+
+The differ walks module and class bodies side by side. Function bodies that
+behave differently become in-place code swaps; new functions, classes,
+constants and imports become definitions run at apply time; objects built at
+import time by changed code become rebuilds. Everything else that changed is
+either noise (reported, not shipped) or a refusal with ``path:line: reason``.
+The rules mirror kpatch-build's: code may change, layout and import-time state
+may not, unless the change is provably safe to re-create.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from types import CodeType
+
+from pyhotpatch.build import _astutil as au
+from pyhotpatch.package import Action, SourceRef
+from pyhotpatch.runtime._fingerprint import fingerprint
+
+
+@dataclass
+class Explain:
+    """What a build would do, for ``--explain`` and error reports."""
+
+    swapped: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    rebuilt: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+    def extend(self, other: Explain) -> None:
+        """Add another module's findings."""
+        for key in ("swapped", "added", "rebuilt", "ignored", "refused"):
+            getattr(self, key).extend(getattr(other, key))
+
+
+@dataclass
+class Context:
+    """What the differ knows about the whole release, beyond one module."""
+
+    top_level: set[str]
+    #: (module, name) -> [(importing module, alias)] for ``from module import name`` in the baseline
+    importers: dict[tuple[str, str], list[tuple[str, str]]]
+
+
+@dataclass
+class _Scope:
+    funcs: dict[tuple[str, int], ast.FunctionDef | ast.AsyncFunctionDef] = field(default_factory=dict)
+    classes: dict[str, ast.ClassDef] = field(default_factory=dict)
+    assigns: dict[str, list[ast.stmt]] = field(default_factory=lambda: defaultdict(list))
+    attr_assigns: dict[str, ast.Assign] = field(default_factory=dict)
+    imports: dict[str, tuple[ast.stmt, str]] = field(default_factory=dict)
+    other: list[ast.stmt] = field(default_factory=list)
+
+
+class ModuleDiffer:
+    """Diff the baseline and fixed source of one module."""
+
+    def __init__(self, name: str, path: str, old: str, new: str, context: Context) -> None:
+        self.name, self.path, self.context = name, path, context
+        self.old_src, self.new_src = old, new
+        self.old_lines, self.new_lines = old.splitlines(), new.splitlines()
+        self.actions: list[Action] = []
+        self.rebuilds: list[Action] = []
+        self.sources: dict[str, str] = {}
+        self.explain = Explain()
+        #: module-level names whose calls now give other results (changed functions, and
+        #: classes whose constants or constructors changed)
+        self.state_changed: set[str] = set()
+        #: per scope, names bound to new objects by the package
+        self.values: dict[tuple[str, ...], set[str]] = defaultdict(set)
+        self.local_names: set[str] = set()
+        self.future: tuple[str, ...] = ()
+        self.imports: tuple[str, ...] = ()
+        self.fixed_imports: tuple[str, ...] = ()
+
+    # -- entry point ------------------------------------------------------------------------
+    def run(self) -> None:
+        """Diff the module; results land in ``actions``, ``sources`` and ``explain``."""
+        try:
+            old_tree = ast.parse(self.old_src, self.path)
+        except SyntaxError as exc:
+            self._refuse(exc.lineno or 1, f"baseline does not parse with this Python: {exc.msg}")
+            return
+        try:
+            new_tree = ast.parse(self.new_src, self.path)
+        except SyntaxError as exc:
+            self._refuse(exc.lineno or 1, f"fixed release does not parse: {exc.msg}")
+            return
+        self.old_code = compile(old_tree, self.path, "exec", dont_inherit=True)
+        self.new_code = compile(new_tree, self.path, "exec", dont_inherit=True)
+        self.local_names = _bound_names(new_tree.body) | _bound_names(old_tree.body)
+        old_future, new_future = _future(old_tree), _future(new_tree)
+        if old_future != new_future:
+            self._refuse(1, "from __future__ imports changed: the whole module compiles differently")
+            return
+        self.future = new_future
+        self.imports = _imported(old_tree.body)
+        self.fixed_imports = _imported(new_tree.body)
+        self._body(old_tree.body, new_tree.body, ())
+        # definitions run in the order of the fixed file, as the module itself would run them
+        self.actions.sort(key=lambda a: (a.kind == "bases", a.new.line if a.new else 0))
+        self._find_rebuilds(new_tree.body, ())
+        self.actions += self.rebuilds
+
+    # -- bodies -----------------------------------------------------------------------------
+    def _body(self, old_body: list[ast.stmt], new_body: list[ast.stmt], scope: tuple[str, ...]) -> None:
+        old, new = _collect(old_body, scope), _collect(new_body, scope)
+        where = ".".join(scope) or "module"
+        if _docstring(old_body) != _docstring(new_body):
+            self._ignore(new_body[0].lineno if new_body else 1, f"{where}: docstring changed")
+        self._imports(old, new, scope)
+        self._assigns(old, new, scope)
+        for key, node in new.funcs.items():
+            before = old.funcs.get(key)
+            if before is None:
+                self._new_definition(node, scope, "function")
+            else:
+                self._function(before, node, scope)
+        for key, node in old.funcs.items():
+            if key not in new.funcs:
+                self._ignore(node.lineno, f"{_qual(scope, node.name)} removed; the live one stays, unused")
+        for name, cls in new.classes.items():
+            before_cls = old.classes.get(name)
+            if before_cls is None:
+                self._new_definition(cls, scope, "class")
+            else:
+                self._class(before_cls, cls, scope)
+        for name, cls in old.classes.items():
+            if name not in new.classes:
+                self._ignore(cls.lineno, f"class {_qual(scope, name)} removed; the live one stays")
+        self._other(old.other, new.other, scope)
+
+    def _other(self, old: list[ast.stmt], new: list[ast.stmt], scope: tuple[str, ...]) -> None:
+        old_dumps = defaultdict(int)
+        for stmt in old:
+            old_dumps[au.dump(stmt)] += 1
+        new_dumps = defaultdict(int)
+        for stmt in new:
+            new_dumps[au.dump(stmt)] += 1
+        for stmt in new:
+            d = au.dump(stmt)
+            if old_dumps[d] >= new_dumps[d]:
+                continue
+            if au.is_type_checking(stmt):
+                self._ignore(stmt.lineno, "TYPE_CHECKING block changed (never runs)")
+            elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+                self._ignore(stmt.lineno, "string statement changed (documentation)")
+            else:
+                kind = "conditional definition" if _defines(stmt) else "statement run at import"
+                where = f"class {'.'.join(scope)} body" if scope else "module level"
+                self._refuse(stmt.lineno, f"{kind} changed at {where}: import-time side effects cannot be replayed")
+            new_dumps[d] -= 1
+        for stmt in old:
+            d = au.dump(stmt)
+            if new_dumps[d] >= old_dumps[d] or au.is_type_checking(stmt):
+                continue
+            if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+                continue
+            self._refuse(self._new_line_near(stmt), "statement run at import removed: its effects are already in the process")
+            old_dumps[d] -= 1
+
+    # -- imports and constants --------------------------------------------------------------
+    def _imports(self, old: _Scope, new: _Scope, scope: tuple[str, ...]) -> None:
+        for name, (stmt, text) in new.imports.items():
+            before = old.imports.get(name)
+            if before is not None and before[1] == text:
+                continue
+            module = _import_source(stmt, self.name)
+            if module and not (au.stdlib(module) or module.split(".")[0] in self.context.top_level):
+                self._refuse(stmt.lineno, f"new import of {module}: a dependency the baseline does not have")
+                continue
+            self._emit_define(text, stmt.lineno, scope, (name,), f"import {name}", "added")
+        for name, (stmt, _) in old.imports.items():
+            if name not in new.imports:
+                self._ignore(stmt.lineno, f"import of {name} removed")
+
+    def _assigns(self, old: _Scope, new: _Scope, scope: tuple[str, ...]) -> None:
+        for name, stmts in new.assigns.items():
+            before = old.assigns.get(name, [])
+            if [au.dump(s) for s in stmts] == [au.dump(s) for s in before]:
+                continue
+            stmt = stmts[-1]
+            label = _qual(scope, name)
+            if name in au.VERSION_NAMES and all(_literal(s) for s in stmts):
+                self._ignore(stmt.lineno, f"version string {label} changed")
+                continue
+            if name == "__slots__":
+                self._refuse(stmt.lineno, f"__slots__ of {'.'.join(scope) or 'module'} changed: live instances keep the old layout")
+                continue
+            if len(stmts) > 1 or len(before) > 1:
+                self._refuse(stmt.lineno, f"{label} is assigned more than once at import; cannot recompute it")
+                continue
+            if not isinstance(stmt, (ast.Assign, ast.AnnAssign)) or stmt.value is None:
+                self._refuse(stmt.lineno, f"{label}: augmented assignment at import changed")
+                continue
+            if isinstance(stmt, ast.Assign) and not all(isinstance(t, ast.Name) for t in stmt.targets):
+                self._refuse(stmt.lineno, f"{label}: unpacking assignment at import changed")
+                continue
+            if before and isinstance(stmt, ast.AnnAssign) and isinstance(before[0], ast.AnnAssign) and au.dump(stmt.value) == au.dump(before[0].value):
+                self._ignore(stmt.lineno, f"annotation of {label} changed")
+                continue
+            problems = au.impure(stmt.value, self.local_names)
+            if problems:
+                self._refuse(stmt.lineno, f"{label} is computed at import by code with side effects ({problems[0]})")
+                continue
+            if scope:
+                self.state_changed.add(scope[0])
+            names = tuple(_targets(stmt))
+            kind = "rebuild" if self._depends(stmt.value, scope) else "define"
+            self._emit_define(self._segment(stmt, self.new_lines), stmt.lineno, scope, names,
+                              f"constant {label}", "added" if kind == "define" else "rebuilt",
+                              kind=kind, aliases=self._aliases(scope, names) if before else ())
+        for name, stmts in old.assigns.items():
+            if name not in new.assigns:
+                self._ignore(stmts[-1].lineno, f"{_qual(scope, name)} removed; the live value stays")
+        for key, stmt in new.attr_assigns.items():
+            before_attr = old.attr_assigns.get(key)
+            if before_attr is not None and au.dump(before_attr) == au.dump(stmt):
+                continue
+            self._attr_rebuild(stmt, "changed")
+
+    def _attr_rebuild(self, stmt: ast.Assign, why: str) -> None:
+        target = stmt.targets[0]
+        owner = au.dotted(target.value) if isinstance(target, ast.Attribute) else None
+        if owner is None or owner.split(".")[0] not in self.local_names or not isinstance(target, ast.Attribute):
+            self._refuse(stmt.lineno, f"assignment to {ast.unparse(target)} at import {why}")
+            return
+        problems = au.impure(stmt.value, self.local_names)
+        if problems:
+            self._refuse(stmt.lineno, f"{ast.unparse(target)} is built at import by code with side effects ({problems[0]})")
+            return
+        self.rebuilds.append(Action("rebuild", tuple(owner.split(".")), "", names=(target.attr,),
+                                    expression=ast.unparse(stmt.value)))
+        self.explain.rebuilt.append(f"{self.path}:{stmt.lineno}: {ast.unparse(target)} = {ast.unparse(stmt.value)}")
+
+    # -- functions --------------------------------------------------------------------------
+    def _function(self, old: ast.FunctionDef | ast.AsyncFunctionDef,
+                  new: ast.FunctionDef | ast.AsyncFunctionDef, scope: tuple[str, ...]) -> None:
+        label = _qual(scope, new.name)
+        if au.behaviour(old) == au.behaviour(new) and au.dump(old.decorator_list) == au.dump(new.decorator_list):
+            if au.dump(old) != au.dump(new):
+                self._ignore(new.lineno, f"{label}: docstring or annotations changed")
+            defaults = (*new.args.defaults, *[d for d in new.args.kw_defaults if d is not None])
+            if any(self._depends(d, scope) for d in defaults):
+                self._emit_function(old, new, scope, rebind=True, why="default values rebuilt")
+            return
+        if type(old) is not type(new):
+            self._refuse(new.lineno, f"{label} changed between def and async def")
+            return
+        if au.dump(old.decorator_list) != au.dump(new.decorator_list):
+            self._refuse(new.lineno, f"{label}: decorators changed; the live wrapper cannot be rebuilt")
+            return
+        if au.is_generator(old) != au.is_generator(new):
+            self._refuse(new.lineno, f"{label} changed between a function and a generator")
+            return
+        problem = au.signature_problem(old.args, new.args)
+        if problem:
+            self._refuse(new.lineno, f"{label}: signature changed incompatibly ({problem})")
+            return
+        old_defaults = au.dump(old.args.defaults) + au.dump(old.args.kw_defaults)
+        rebind = old_defaults != au.dump(new.args.defaults) + au.dump(new.args.kw_defaults)
+        if rebind:
+            for expr in (*new.args.defaults, *[d for d in new.args.kw_defaults if d is not None]):
+                problems = au.impure(expr, self.local_names)
+                if problems:
+                    self._refuse(new.lineno, f"{label}: new default value has side effects ({problems[0]})")
+                    return
+        old_code = _code_at(self.old_code, scope, old.name, getattr(old, "_occurrence", 0))
+        new_code = _code_at(self.new_code, scope, new.name, getattr(new, "_occurrence", 0))
+        if old_code is not None and new_code is not None:
+            if old_code.co_freevars != new_code.co_freevars:
+                why = ("starts using super() or __class__; the live method has no __class__ cell"
+                       if "__class__" in new_code.co_freevars else
+                       f"free variables changed {old_code.co_freevars} -> {new_code.co_freevars}")
+                self._refuse(new.lineno, f"{label}: {why}")
+                return
+            bad = _unmappable_closures(old_code, new_code, label)
+            if bad:
+                self._refuse(new.lineno, bad)
+                return
+        if not scope:
+            self.state_changed.add(new.name)
+        elif new.name in _CONSTRUCTORS:
+            self.state_changed.add(scope[0])
+        self._emit_function(old, new, scope, rebind=rebind)
+
+    def _emit_function(self, old: ast.FunctionDef | ast.AsyncFunctionDef,
+                       new: ast.FunctionDef | ast.AsyncFunctionDef, scope: tuple[str, ...],
+                       rebind: bool, why: str = "") -> None:
+        old_ref = self._store(self._segment(old, self.old_lines, decorators=False), old.lineno)
+        new_ref = self._store(self._segment(new, self.new_lines, decorators=False), new.lineno)
+        fp = hashlib.sha256(au.identity(old).encode()).hexdigest()
+        self.actions.append(Action("function", scope, new.name, old_ref, new_ref, fp,
+                                   rebind_defaults=rebind))
+        suffix = f" ({why})" if why else ""
+        self.explain.swapped.append(f"{self.path}:{new.lineno}: {self.name}.{_qual(scope, new.name)}{suffix}")
+
+    # -- classes ----------------------------------------------------------------------------
+    def _class(self, old: ast.ClassDef, new: ast.ClassDef, scope: tuple[str, ...]) -> None:
+        inner = (*scope, new.name)
+        label = ".".join(inner)
+        line = new.lineno
+        if au.dump(old.decorator_list) != au.dump(new.decorator_list):
+            self._refuse(line, f"class {label}: decorators changed")
+            return
+        if au.dump(old.keywords) != au.dump(new.keywords):
+            self._refuse(line, f"class {label}: metaclass or class keywords changed")
+            return
+        bases = {b for b in (au.dotted(x) for x in new.bases) if b}
+        short = {b.rsplit(".", 1)[-1] for b in bases}
+        if au.dump(old.bases) != au.dump(new.bases):
+            self._bases(old, new, scope)
+        if short & au.ENUM_BASES:
+            self._fields(old, new, label, "Enum members", enum=True)
+        if short & au.RECORD_BASES or _is_dataclass(new):
+            self._fields(old, new, label, "dataclass fields" if _is_dataclass(new) else "record fields")
+        self._body(old.body, new.body, inner)
+
+    def _bases(self, old: ast.ClassDef, new: ast.ClassDef, scope: tuple[str, ...]) -> None:
+        label = _qual(scope, new.name)
+        old_b = [au.dump(b) for b in old.bases]
+        new_b = [au.dump(b) for b in new.bases]
+        it = iter(new_b)
+        subsequence = all(b in it for b in old_b)
+        added = [b for b, d in zip(new.bases, new_b) if d not in old_b]
+        why = None
+        if not subsequence:
+            why = "existing bases removed or reordered"
+        elif _assigns_name(new.body, "__slots__"):
+            why = "the class has __slots__"
+        else:
+            for base in added:
+                name = au.dotted(base)
+                cls = self._new_module_class(name)
+                if cls is None:
+                    why = f"added base {ast.unparse(base)} is not a plain class of this module"
+                elif _assigns_name(cls.body, "__slots__") or cls.keywords or any(
+                    isinstance(s, au.DEFS) and s.name in ("__init__", "__new__", "__init_subclass__")
+                    for s in cls.body
+                ):
+                    why = f"added base {name} has state of its own (__slots__, __init__, __new__ or a metaclass)"
+        if why:
+            self._refuse(new.lineno, f"class {label}: bases changed and the swap cannot be proven safe ({why})")
+            return
+        self.state_changed.add((*scope, new.name)[0])
+        self.actions.append(Action("bases", (*scope, new.name), "",
+                                   expression="(" + "".join(ast.unparse(b) + ", " for b in new.bases) + ")"))
+        self.explain.swapped.append(f"{self.path}:{new.lineno}: {self.name}.{label} bases -> {', '.join(ast.unparse(b) for b in new.bases)}")
+
+    def _fields(self, old: ast.ClassDef, new: ast.ClassDef, label: str, what: str, enum: bool = False) -> None:
+        def fields(cls: ast.ClassDef) -> list[str]:
+            out = []
+            for s in cls.body:
+                if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name):
+                    out.append(au.dump(s.target) + au.dump(s.value) + ("" if enum else au.dump(s.annotation)))
+                elif enum and isinstance(s, ast.Assign) and all(
+                    isinstance(t, ast.Name) and not t.id.startswith("_") for t in s.targets
+                ):
+                    out.append(au.dump(s))
+            return out
+
+        if fields(old) != fields(new):
+            self._refuse(new.lineno, f"class {label}: {what} changed: live instances keep the old layout")
+
+    def _new_module_class(self, name: str | None) -> ast.ClassDef | None:
+        tree = ast.parse(self.new_src)
+        for stmt in tree.body:
+            if isinstance(stmt, ast.ClassDef) and stmt.name == name:
+                return stmt
+        return None
+
+    # -- new definitions --------------------------------------------------------------------
+    def _new_definition(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef,
+                        scope: tuple[str, ...], kind: str) -> None:
+        label = _qual(scope, node.name)
+        properties = {n.name for n in ast.walk(node) if isinstance(n, au.DEFS)} | self.local_names
+        decorators = list(node.decorator_list)
+        if isinstance(node, ast.ClassDef):
+            for stmt in ast.walk(node):
+                if isinstance(stmt, (*au.DEFS, ast.ClassDef)) and stmt is not node:
+                    decorators += stmt.decorator_list
+            for stmt in node.body:
+                if not isinstance(stmt, (*au.DEFS, ast.ClassDef, ast.Assign, ast.AnnAssign, ast.Expr, ast.Pass)):
+                    self._refuse(stmt.lineno, f"new class {label} runs code in its body at definition")
+                    return
+                if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and stmt.value is not None:
+                    problems = au.impure(stmt.value, self.local_names | _bound_names(node.body))
+                    if problems:
+                        self._refuse(stmt.lineno, f"new class {label}: attribute computed with side effects ({problems[0]})")
+                        return
+            for base in (*node.bases, *[k.value for k in node.keywords]):
+                if au.impure(base, self.local_names):
+                    self._refuse(node.lineno, f"new class {label}: bases computed with side effects")
+                    return
+        unsafe = au.unsafe_decorators(decorators, properties)
+        if unsafe:
+            self._refuse(node.lineno, f"new {kind} {label} is decorated with @{unsafe[0]}, which may have side effects at definition")
+            return
+        first = min([node.lineno, *[d.lineno for d in node.decorator_list]])
+        self._emit_define(self._segment(node, self.new_lines), first, scope, (node.name,),
+                          f"{kind} {label}", "added")
+
+    def _emit_define(self, text: str, line: int, scope: tuple[str, ...], names: tuple[str, ...],
+                     what: str, bucket: str, kind: str = "define",
+                     aliases: tuple[tuple[str, str], ...] = ()) -> None:
+        ref = self._store(text, line)
+        self.values[scope].update(names)
+        action = Action(kind, scope, "", new=ref, names=names, aliases=aliases)
+        (self.rebuilds if kind == "rebuild" else self.actions).append(action)
+        getattr(self.explain, bucket).append(f"{self.path}:{line}: {what}")
+
+    # -- objects built at import by changed code --------------------------------------------
+    def _find_rebuilds(self, body: list[ast.stmt], scope: tuple[str, ...]) -> None:
+        for stmt in body:
+            if isinstance(stmt, ast.ClassDef):
+                self._find_rebuilds(stmt.body, (*scope, stmt.name))
+                continue
+            if not isinstance(stmt, ast.Assign) or not self._depends(stmt.value, scope):
+                continue
+            if any(_same_statement(stmt, a) for a in self.rebuilds):
+                continue
+            if len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Attribute):
+                self._attr_rebuild(stmt, "depends on changed code")
+                continue
+            names = tuple(_targets(stmt))
+            if not names or not all(isinstance(t, ast.Name) for t in stmt.targets):
+                self._refuse(stmt.lineno, "object built at import by changed code cannot be rebuilt (complex target)")
+                continue
+            if any(a.kind in ("define", "rebuild") and set(a.names) & set(names) and a.scope == scope
+                   for a in (*self.actions, *self.rebuilds)):
+                continue
+            problems = au.impure(stmt.value, self.local_names)
+            if problems:
+                self._refuse(stmt.lineno, f"{', '.join(names)} is built at import by changed code and cannot be rebuilt safely ({problems[0]})")
+                continue
+            self._emit_define(self._segment(stmt, self.new_lines), stmt.lineno, scope, names,
+                              f"{_qual(scope, names[0])} = {ast.unparse(stmt.value)}", "rebuilt",
+                              kind="rebuild", aliases=self._aliases(scope, names))
+
+    def _depends(self, expr: ast.AST, scope: tuple[str, ...]) -> bool:
+        """Whether evaluating ``expr`` again would give another object after the patch."""
+        replaced = self.values[scope] | self.values[()]
+        for node in ast.walk(expr):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in replaced:
+                return True
+            if isinstance(node, ast.Call):
+                name = au.dotted(node.func)
+                if name and name.split(".")[0] in self.state_changed:
+                    return True
+        return False
+
+    def _aliases(self, scope: tuple[str, ...], names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+        if scope:
+            return ()
+        out = []
+        for name in names:
+            out += self.context.importers.get((self.name, name), [])
+        return tuple(sorted(set(out)))
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _segment(self, node: ast.stmt, lines: list[str], decorators: bool = True) -> str:
+        start = node.lineno
+        if decorators and isinstance(node, (*au.DEFS, ast.ClassDef)) and node.decorator_list:
+            start = min(d.lineno for d in node.decorator_list)
+        end = node.end_lineno or node.lineno
+        return "\n".join(lines[start - 1 : end]) + "\n"
+
+    def _store(self, text: str, line: int) -> SourceRef:
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        self.sources[digest] = text
+        return SourceRef(digest, line)
+
+    def _new_line_near(self, stmt: ast.stmt) -> int:
+        return min(stmt.lineno, max(len(self.new_lines), 1))
+
+    def _refuse(self, line: int, reason: str) -> None:
+        self.explain.refused.append(f"{self.path}:{line}: {reason}")
+
+    def _ignore(self, line: int, reason: str) -> None:
+        self.explain.ignored.append(f"{self.path}:{line}: {reason}")
+
+
+_CONSTRUCTORS = frozenset({"__init__", "__new__", "__post_init__", "__init_subclass__", "__set_name__"})
+
+
+def _collect(body: list[ast.stmt], scope: tuple[str, ...]) -> _Scope:
+    out = _Scope()
+    counts: dict[str, int] = defaultdict(int)
+    start = 1 if au.docstring_stripped(body) is not body else 0
+    for stmt in body[start:]:
+        if isinstance(stmt, au.DEFS):
+            out.funcs[(stmt.name, counts[stmt.name])] = stmt
+            setattr(stmt, "_occurrence", counts[stmt.name])  # noqa: B010 - annotate the node
+            counts[stmt.name] += 1
+        elif isinstance(stmt, ast.ClassDef):
+            out.classes[stmt.name] = stmt
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)) and not (
+            isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__"
+        ):
+            for alias in stmt.names:
+                bound = alias.asname or alias.name.split(".")[0]
+                if isinstance(stmt, ast.Import):
+                    text = f"import {alias.name}" + (f" as {alias.asname}" if alias.asname else "")
+                else:
+                    text = f"from {'.' * stmt.level}{stmt.module or ''} import {alias.name}" + (
+                        f" as {alias.asname}" if alias.asname else "")
+                out.imports[bound] = (stmt, text + "\n")
+        elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Attribute) and not scope:
+            out.attr_assigns[au.dump(stmt.targets[0])] = stmt
+        elif isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and _targets(stmt):
+            for name in _targets(stmt):
+                out.assigns[name].append(stmt)
+        elif isinstance(stmt, ast.ImportFrom):
+            continue
+        else:
+            out.other.append(stmt)
+    return out
+
+
+def _targets(stmt: ast.stmt) -> list[str]:
+    if isinstance(stmt, ast.Assign):
+        names = []
+        for t in stmt.targets:
+            if isinstance(t, ast.Name):
+                names.append(t.id)
+            elif isinstance(t, (ast.Tuple, ast.List)) and all(isinstance(e, ast.Name) for e in t.elts):
+                names += [e.id for e in t.elts if isinstance(e, ast.Name)]
+            else:
+                return []
+        return names
+    if isinstance(stmt, (ast.AnnAssign, ast.AugAssign)) and isinstance(stmt.target, ast.Name):
+        return [stmt.target.id]
+    return []
+
+
+def _bound_names(body: list[ast.stmt]) -> set[str]:
+    names: set[str] = set()
+    for stmt in body:
+        if isinstance(stmt, (*au.DEFS, ast.ClassDef)):
+            names.add(stmt.name)
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            names |= {a.asname or a.name.split(".")[0] for a in stmt.names}
+        else:
+            names |= set(_targets(stmt))
+    return names
+
+
+def _imported(body: list[ast.stmt]) -> tuple[str, ...]:
+    """Names bound by import statements at module level (the compiler treats them apart)."""
+    names = set()
+    stack: list[ast.AST] = list(body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {a.asname or a.name.split(".")[0] for a in node.names if a.name != "*"}
+        elif not isinstance(node, (*au.DEFS, ast.ClassDef, ast.Lambda, ast.expr)):
+            stack.extend(ast.iter_child_nodes(node))
+    return tuple(sorted(names))
+
+
+def _future(tree: ast.Module) -> tuple[str, ...]:
+    return tuple(sorted(
+        a.name for s in tree.body if isinstance(s, ast.ImportFrom) and s.module == "__future__"
+        for a in s.names
+    ))
+
+
+def _docstring(body: list[ast.stmt]) -> str:
+    return au.dump(body[0]) if body and au.docstring_stripped(body) is not body else ""
+
+
+def _literal(stmt: ast.stmt) -> bool:
+    value = getattr(stmt, "value", None)
+    return value is not None and all(
+        isinstance(n, (ast.Constant, ast.Tuple, ast.List, ast.Load, ast.Name, ast.Call, ast.Attribute,
+                       ast.BinOp, ast.Add, ast.keyword)) for n in ast.walk(value)
+    )
+
+
+def _defines(stmt: ast.stmt) -> bool:
+    return any(isinstance(n, (*au.DEFS, ast.ClassDef)) for n in ast.walk(stmt))
+
+
+def _assigns_name(body: list[ast.stmt], name: str) -> bool:
+    return any(name in _targets(s) for s in body)
+
+
+def _is_dataclass(cls: ast.ClassDef) -> bool:
+    return any((au.decorator_name(d) or "").rsplit(".", 1)[-1] in ("dataclass", "define", "frozen", "s")
+               for d in cls.decorator_list)
+
+
+def _import_source(stmt: ast.stmt, module: str) -> str | None:
+    if isinstance(stmt, ast.Import):
+        return stmt.names[0].name
+    if isinstance(stmt, ast.ImportFrom):
+        if stmt.level:
+            return module.split(".")[0]
+        return stmt.module
+    return None
+
+
+def _qual(scope: tuple[str, ...], name: str) -> str:
+    return ".".join((*scope, name))
+
+
+def _code_at(module_code: CodeType, scope: tuple[str, ...], name: str, occurrence: int) -> CodeType | None:
+    code: CodeType | None = module_code
+    for part in scope:
+        code = _child(code, part, 0) if code is not None else None
+    return _child(code, name, occurrence) if code is not None else None
+
+
+def _child(code: CodeType, name: str, occurrence: int) -> CodeType | None:
+    seen = 0
+    for const in code.co_consts:
+        if isinstance(const, CodeType) and const.co_name == name:
+            if seen == occurrence:
+                return const
+            seen += 1
+    return None
+
+
+def _unmappable_closures(old: CodeType, new: CodeType, label: str) -> str | None:
+    counts: dict[str, int] = defaultdict(int)
+    for const in old.co_consts:
+        if not isinstance(const, CodeType):
+            continue
+        match = _child(new, const.co_name, counts[const.co_name])
+        counts[const.co_name] += 1
+        if match is None or fingerprint(match) == fingerprint(const):
+            continue
+        if match.co_freevars != const.co_freevars:
+            return (f"{label}.<locals>.{const.co_name}: captured variables changed "
+                    f"{const.co_freevars} -> {match.co_freevars}; closures made before the patch cannot be updated")
+        deeper = _unmappable_closures(const, match, f"{label}.<locals>.{const.co_name}")
+        if deeper:
+            return deeper
+    return None
+
+
+def _same_statement(stmt: ast.Assign, action: Action) -> bool:
+    target = stmt.targets[0]
+    return isinstance(target, ast.Attribute) and action.names == (target.attr,) and action.expression == ast.unparse(stmt.value)
