@@ -174,6 +174,19 @@ def ps(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] =
     out.print(table)
 
 
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Releases, package and logs.")] = Path(".demo"),
+    keep_running: Annotated[
+        bool, typer.Option("--keep-running", help="Leave the patched service running.")
+    ] = False,
+) -> None:
+    """Live demo: fix CVE-2024-53861 in a running PyJWT service under load, without a restart."""
+    from pyhotpatch.demo import story
+
+    raise typer.Exit(story.run(workdir, keep_running=keep_running))
+
+
 def _pids(pid: list[int] | None, all_processes: bool) -> list[int]:
     from pyhotpatch.runtime import client
 
