@@ -317,9 +317,15 @@ class ModuleDiffer:
             self._bases(old, new, scope)
         if short & au.ENUM_BASES:
             self._fields(old, new, label, "Enum members", enum=True)
-        if short & au.RECORD_BASES or _is_dataclass(new):
-            self._fields(old, new, label, "dataclass fields" if _is_dataclass(new) else "record fields")
-        self._body(old.body, new.body, inner)
+        elif short & au.RECORD_BASES:
+            self._fields(old, new, label, "record fields")
+        old_body, new_body = old.body, new.body
+        if _is_dataclass(new):
+            self._dataclass(old, new, scope)
+            old_body, new_body = _without_fields(old_body), _without_fields(new_body)
+        start = len(self.actions)
+        self._body(old_body, new_body, inner)
+        self._instance_state(old, new, inner, self.actions[start:])
 
     def _bases(self, old: ast.ClassDef, new: ast.ClassDef, scope: tuple[str, ...]) -> None:
         label = _qual(scope, new.name)
@@ -366,6 +372,59 @@ class ModuleDiffer:
 
         if fields(old) != fields(new):
             self._refuse(new.lineno, f"class {label}: {what} changed: live instances keep the old layout")
+
+    def _dataclass(self, old: ast.ClassDef, new: ast.ClassDef, scope: tuple[str, ...]) -> None:
+        """Refresh a dataclass's generated methods when its fields' types or defaults change."""
+        label = _qual(scope, new.name)
+        old_fields, new_fields = _field_names(old), _field_names(new)
+        if [au.dump(f) for f in _fields_of(old)] == [au.dump(f) for f in _fields_of(new)]:
+            return
+        why = None
+        if old_fields != new_fields:
+            why = "fields added, removed or reordered"
+        elif new.bases or new.keywords:
+            why = "the class has bases or a metaclass"
+        elif _assigns_name(new.body, "__slots__") or any(
+            isinstance(k, ast.keyword) and k.arg in ("slots", "frozen")
+            for d in new.decorator_list if isinstance(d, ast.Call) for k in d.keywords
+        ):
+            why = "slots or frozen dataclass"
+        else:
+            for stmt in new.body:
+                value = stmt.value if isinstance(stmt, (ast.Assign, ast.AnnAssign)) else None
+                if value is not None and au.impure(value, self.local_names | {"field", "dataclasses"}):
+                    why = f"line {stmt.lineno} computes a default with side effects"
+                    break
+        if why:
+            self._refuse(new.lineno, f"class {label}: dataclass fields changed and the swap cannot be proven safe ({why})")
+            return
+        first = min([new.lineno, *[d.lineno for d in new.decorator_list]])
+        ref = self._store(self._segment(new, self.new_lines), first)
+        names = tuple(sorted(set(_DATACLASS_ATTRS) | set(old_fields) | set(new_fields)))
+        self.actions.append(Action("dataclass", scope, new.name, new=ref, names=names))
+        if not scope:
+            self.state_changed.add(new.name)
+        self.explain.swapped.append(
+            f"{self.path}:{new.lineno}: {self.name}.{label} dataclass fields (generated methods refreshed)")
+
+    def _instance_state(self, old: ast.ClassDef, new: ast.ClassDef, scope: tuple[str, ...],
+                        actions: list[Action]) -> None:
+        """Refuse fixed methods that read instance attributes only new instances would have."""
+        changed = {a.name or a.names[0] for a in actions if a.scope == scope and a.kind in ("function", "define")}
+        if not changed:
+            return
+        before = _self_assigned(old) | _bound_names(old.body)
+        introduced = _self_assigned(new) - before - _bound_names(new.body)
+        if not introduced:
+            return
+        for node in new.body:
+            if not isinstance(node, au.DEFS) or node.name not in changed:
+                continue
+            for attr, line in _self_reads(node):
+                if attr in introduced:
+                    self._refuse(line, f"{_qual(scope, node.name)} reads self.{attr}, which only "
+                                 "instances created after the patch would have (new instance state)")
+                    return
 
     def _new_module_class(self, name: str | None) -> ast.ClassDef | None:
         tree = ast.parse(self.new_src)
@@ -588,6 +647,56 @@ def _defines(stmt: ast.stmt) -> bool:
 
 def _assigns_name(body: list[ast.stmt], name: str) -> bool:
     return any(name in _targets(s) for s in body)
+
+
+_DATACLASS_ATTRS = ("__init__", "__repr__", "__eq__", "__hash__", "__match_args__", "__lt__",
+                    "__le__", "__gt__", "__ge__", "__dataclass_fields__", "__dataclass_params__")
+
+
+def _fields_of(cls: ast.ClassDef) -> list[ast.AnnAssign]:
+    return [s for s in cls.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)]
+
+
+def _field_names(cls: ast.ClassDef) -> list[str]:
+    return [f.target.id for f in _fields_of(cls) if isinstance(f.target, ast.Name)]
+
+
+def _without_fields(body: list[ast.stmt]) -> list[ast.stmt]:
+    return [s for s in body if not (isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name))]
+
+
+def _self_name(func: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
+    args = [*func.args.posonlyargs, *func.args.args]
+    if not args or any((au.decorator_name(d) or "") in ("staticmethod", "classmethod") for d in func.decorator_list):
+        return None
+    return args[0].arg
+
+
+def _self_assigned(cls: ast.ClassDef) -> set[str]:
+    """Attributes the class's methods store on ``self``."""
+    out: set[str] = set()
+    for func in cls.body:
+        if not isinstance(func, au.DEFS) or (me := _self_name(func)) is None:
+            continue
+        for node in ast.walk(func):
+            if (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+                    and isinstance(node.value, ast.Name) and node.value.id == me):
+                out.add(node.attr)
+            elif (isinstance(node, ast.Call) and au.dotted(node.func) in ("setattr", "object.__setattr__")
+                  and len(node.args) >= 2 and isinstance(node.args[0], ast.Name)
+                  and node.args[0].id == me and isinstance(node.args[1], ast.Constant)
+                  and isinstance(node.args[1].value, str)):
+                out.add(node.args[1].value)
+    return out
+
+
+def _self_reads(func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[tuple[str, int]]:
+    me = _self_name(func)
+    return [
+        (node.attr, node.lineno) for node in ast.walk(func)
+        if me is not None and isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load)
+        and isinstance(node.value, ast.Name) and node.value.id == me
+    ]
 
 
 def _is_dataclass(cls: ast.ClassDef) -> bool:

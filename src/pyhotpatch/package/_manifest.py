@@ -27,7 +27,7 @@ CLASSIFICATIONS = (
     "Updates",
 )
 #: What an action does to the live module; see docs/engine.md.
-ACTION_KINDS = ("function", "define", "rebuild", "bases")
+ACTION_KINDS = ("function", "define", "rebuild", "bases", "dataclass")
 ROLES = ("function", "fget", "fset", "fdel")
 
 _ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
@@ -55,7 +55,9 @@ class Action:
     ``define``: run a definition (new function, class, constant, import) in the
     scope and bind ``names``; ``rebuild``: like ``define`` but run after every
     swap, to rebuild objects made at import time by changed code; ``bases``:
-    set the bases of class ``scope`` to ``expression``.
+    set the bases of class ``scope`` to ``expression``; ``dataclass``: run the
+    fixed dataclass definition ``name`` aside and copy its generated methods and
+    field defaults (``names``) onto the live class.
     """
 
     kind: str
@@ -307,6 +309,7 @@ def _action_from(data: object, where: str) -> Action:
         "define": new is not None and bool(names),
         "rebuild": (new is not None) != (expression is not None) and bool(names),
         "bases": expression is not None and bool(scope) and not name,
+        "dataclass": new is not None and bool(name) and bool(names),
     }
     if not needs[kind]:
         raise PackageError(f"{where}: a {kind!r} action is missing required fields")

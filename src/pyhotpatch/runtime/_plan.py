@@ -163,6 +163,9 @@ def plan_module(
             except Exception as exc:
                 raise ApplyError(f"{label}: running the new definition failed: {exc!r}") from exc
             plan.assigns += _bind(owner, action.names, ns, action.aliases, view, label)
+        elif action.kind == "dataclass":
+            plan.assigns += _refresh_dataclass(module, owner, patch, action, package, view, filename,
+                                               flags, label)
         elif action.kind == "bases":
             assert action.expression is not None
             ns = namespaces.setdefault(id(module), {})
@@ -353,6 +356,43 @@ def _new_defaults(
     except Exception as exc:
         raise ApplyError(f"{label}: evaluating the new default values failed: {exc!r}") from exc
     return (tuple(pos) or None, dict(kws) or None)
+
+
+def _refresh_dataclass(
+    module: ModuleType,
+    owner: Any,
+    patch: ModulePatch,
+    action: Action,
+    package: Package,
+    view: View,
+    filename: str,
+    flags: int,
+    label: str,
+) -> list[Assign]:
+    """Assignments that give the live dataclass the generated methods of its fixed definition."""
+    assert action.new is not None
+    live = view.get(owner, action.name)
+    if not isinstance(live, type) or "__dataclass_fields__" not in live.__dict__:
+        raise BaselineMismatch(f"{label}: not a dataclass in the running process")
+    stmt = _compile.parse_unit(package.source(action.new.digest), action.new.line)
+    code = _compile.compile_in_scope(stmt, action.scope, filename, flags, patch.fixed_imports)
+    ns = _scope_namespace(owner, module)
+    try:
+        exec(code, module.__dict__, ns)
+    except Exception as exc:
+        raise ApplyError(f"{label}: running the fixed dataclass definition failed: {exc!r}") from exc
+    fresh = ns.get(action.name)
+    if not isinstance(fresh, type):
+        raise ApplyError(f"{label}: the fixed definition did not make a class")
+    out = []
+    for attr in action.names:
+        new = fresh.__dict__.get(attr, MISSING)
+        old = view.get(live, attr)
+        if new is not MISSING and hasattr(new, "__qualname__") and callable(new):
+            new.__qualname__ = f"{live.__qualname__}.{attr}"
+        if new is not old:
+            out.append(Assign(live, attr, new, old))
+    return out
 
 
 def _resolve_scope(module: ModuleType, scope: tuple[str, ...], label: str) -> Any:
