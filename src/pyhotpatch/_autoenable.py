@@ -11,7 +11,7 @@ if os.environ.get("PYHOTPATCH", "").strip().lower() in {"1", "true", "yes", "on"
         from pyhotpatch.runtime import enable
 
         enable()
-    except Exception as exc:  # noqa: BLE001 - a broken hook must never stop the service
+    except Exception as exc:
         import sys
 
         print(f"pyhotpatch: runtime not enabled: {exc!r}", file=sys.stderr)

@@ -58,8 +58,14 @@ def build(
     releases of the same distribution, and ``NotHotpatchable`` (with every
     ``path:line: reason``) when a change must ship as a baseline instead.
     """
-    return build_releases(load_release(old), load_release(new), patch_id=patch_id, title=title,
-                          classification=classification, cves=cves)
+    return build_releases(
+        load_release(old),
+        load_release(new),
+        patch_id=patch_id,
+        title=title,
+        classification=classification,
+        cves=cves,
+    )
 
 
 def explain(old: str, new: str) -> Explain:
@@ -85,7 +91,9 @@ def build_releases(
             f"{old.name} {old.version} -> {new.version} changes no code: nothing to hotpatch"
         )
     target = Target(old.name, old.version, new.version, tuple(modules))
-    draft = Manifest(id="KB0", title="", classification=classification, cves=cves, targets=(target,))
+    draft = Manifest(
+        id="KB0", title="", classification=classification, cves=cves, targets=(target,)
+    )
     if patch_id is None:
         digest = hashlib.sha256(package_bytes(draft, sources)).hexdigest()
         patch_id = f"KB{int(digest[:12], 16) % 10_000_000:07d}"
@@ -102,7 +110,9 @@ def build_releases(
 
 def _diff_releases(old: Release, new: Release) -> tuple[list[ModulePatch], dict[str, str], Explain]:
     if canonicalize_name(old.name) != canonicalize_name(new.name):
-        raise SourceError(f"{old.origin} is {old.name}, {new.origin} is {new.name}: not one distribution")
+        raise SourceError(
+            f"{old.origin} is {old.name}, {new.origin} is {new.name}: not one distribution"
+        )
     report = Explain()
     context = Context(old.top_level | new.top_level, _importers(old))
     modules: list[ModulePatch] = []
@@ -130,16 +140,28 @@ def _diff_releases(old: Release, new: Release) -> tuple[list[ModulePatch], dict[
             differ.run()
             report.extend(differ.explain)
             if differ.actions:
-                modules.append(ModulePatch(name, path, hashlib.sha256(before).hexdigest(),
-                                           differ.future, tuple(differ.actions),
-                                           differ.imports, differ.fixed_imports))
+                modules.append(
+                    ModulePatch(
+                        name,
+                        path,
+                        hashlib.sha256(before).hexdigest(),
+                        differ.future,
+                        tuple(differ.actions),
+                        differ.imports,
+                        differ.fixed_imports,
+                    )
+                )
                 sources.update(differ.sources)
         elif path.endswith(_COMPILED):
-            report.refused.append(f"{path}:1: compiled module changed: it cannot be patched in memory")
+            report.refused.append(
+                f"{path}:1: compiled module changed: it cannot be patched in memory"
+            )
         elif path.endswith(_IGNORED_FILES):
             report.ignored.append(f"{path}:1: non-code file changed")
         else:
-            report.refused.append(f"{path}:1: data file changed: code that read it at start-up keeps the old data")
+            report.refused.append(
+                f"{path}:1: data file changed: code that read it at start-up keeps the old data"
+            )
     return modules, sources, report
 
 
@@ -171,5 +193,7 @@ def _importers(release: Release) -> dict[tuple[str, str], list[tuple[str, str]]]
                 base = base[: len(base) - (stmt.level - 1)] if stmt.level > 1 else base
                 source = ".".join(p for p in (*base, stmt.module or "") if p)
             for alias in stmt.names:
-                out.setdefault((source, alias.name), []).append((module, alias.asname or alias.name))
+                out.setdefault((source, alias.name), []).append(
+                    (module, alias.asname or alias.name)
+                )
     return out

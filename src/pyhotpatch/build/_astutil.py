@@ -12,62 +12,201 @@ from __future__ import annotations
 import ast
 import copy
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-VERSION_NAMES = frozenset({
-    "__version__", "version", "VERSION", "__version_info__", "version_info", "VERSION_INFO",
-    "__version_tuple__", "version_tuple", "__date__", "__commit_id__", "commit_id",
-})
+VERSION_NAMES = frozenset(
+    {
+        "__version__",
+        "version",
+        "VERSION",
+        "__version_info__",
+        "version_info",
+        "VERSION_INFO",
+        "__version_tuple__",
+        "version_tuple",
+        "__date__",
+        "__commit_id__",
+        "commit_id",
+    }
+)
 
-PURE_CALLS = frozenset({
-    "re.compile", "re.escape", "frozenset", "set", "tuple", "list", "dict", "str", "bytes",
-    "bytearray", "int", "float", "bool", "complex", "len", "sorted", "reversed", "range",
-    "enumerate", "zip", "map", "filter", "object", "isinstance", "getattr", "hasattr", "max",
-    "min", "sum", "any", "all", "repr", "ord", "chr", "abs", "round", "divmod",
-    "logging.getLogger", "getLogger", "os.environ.get", "os.getenv", "os.path.join", "sys.intern",
-    "struct.Struct", "collections.namedtuple", "namedtuple", "typing.NamedTuple", "NamedTuple",
-    "typing.TypeVar", "TypeVar", "typing.NewType", "NewType", "typing.cast", "cast",
-    "collections.OrderedDict", "OrderedDict", "collections.defaultdict", "defaultdict",
-    "collections.deque", "deque", "threading.Lock", "threading.RLock", "threading.local",
-    "weakref.WeakKeyDictionary", "weakref.WeakValueDictionary", "weakref.WeakSet",
-    "WeakKeyDictionary", "WeakValueDictionary", "WeakSet", "decimal.Decimal", "Decimal",
-    "datetime.timedelta", "timedelta", "datetime.timezone", "timezone", "functools.partial",
-    "partial", "operator.itemgetter", "operator.attrgetter", "itemgetter", "attrgetter",
-    "str.maketrans", "bytes.maketrans", "dict.fromkeys", "field", "dataclasses.field",
-    "contextvars.ContextVar", "ContextVar", "types.MappingProxyType", "MappingProxyType",
-    "string.Template", "ipaddress.ip_network", "ipaddress.ip_address",
-})
-PURE_METHODS = frozenset({"join", "format", "split", "encode", "decode", "lower", "upper",
-                          "replace", "strip", "rstrip", "lstrip", "union", "copy", "items",
-                          "keys", "values", "get", "fromkeys", "maketrans"})
-SAFE_DECORATORS = frozenset({
-    "staticmethod", "classmethod", "property", "functools.cached_property", "cached_property",
-    "functools.lru_cache", "lru_cache", "functools.cache", "cache", "abc.abstractmethod",
-    "abstractmethod", "typing.overload", "overload", "contextlib.contextmanager",
-    "contextmanager", "contextlib.asynccontextmanager", "asynccontextmanager", "typing.final",
-    "final", "typing.override", "override", "typing_extensions.override",
-    "dataclasses.dataclass", "dataclass", "functools.total_ordering", "total_ordering",
-    "functools.singledispatch", "singledispatch", "typing.runtime_checkable",
-    "runtime_checkable", "functools.wraps", "wraps",
-})
+PURE_CALLS = frozenset(
+    {
+        "re.compile",
+        "re.escape",
+        "frozenset",
+        "set",
+        "tuple",
+        "list",
+        "dict",
+        "str",
+        "bytes",
+        "bytearray",
+        "int",
+        "float",
+        "bool",
+        "complex",
+        "len",
+        "sorted",
+        "reversed",
+        "range",
+        "enumerate",
+        "zip",
+        "map",
+        "filter",
+        "object",
+        "isinstance",
+        "getattr",
+        "hasattr",
+        "max",
+        "min",
+        "sum",
+        "any",
+        "all",
+        "repr",
+        "ord",
+        "chr",
+        "abs",
+        "round",
+        "divmod",
+        "logging.getLogger",
+        "getLogger",
+        "os.environ.get",
+        "os.getenv",
+        "os.path.join",
+        "sys.intern",
+        "struct.Struct",
+        "collections.namedtuple",
+        "namedtuple",
+        "typing.NamedTuple",
+        "NamedTuple",
+        "typing.TypeVar",
+        "TypeVar",
+        "typing.NewType",
+        "NewType",
+        "typing.cast",
+        "cast",
+        "collections.OrderedDict",
+        "OrderedDict",
+        "collections.defaultdict",
+        "defaultdict",
+        "collections.deque",
+        "deque",
+        "threading.Lock",
+        "threading.RLock",
+        "threading.local",
+        "weakref.WeakKeyDictionary",
+        "weakref.WeakValueDictionary",
+        "weakref.WeakSet",
+        "WeakKeyDictionary",
+        "WeakValueDictionary",
+        "WeakSet",
+        "decimal.Decimal",
+        "Decimal",
+        "datetime.timedelta",
+        "timedelta",
+        "datetime.timezone",
+        "timezone",
+        "functools.partial",
+        "partial",
+        "operator.itemgetter",
+        "operator.attrgetter",
+        "itemgetter",
+        "attrgetter",
+        "str.maketrans",
+        "bytes.maketrans",
+        "dict.fromkeys",
+        "field",
+        "dataclasses.field",
+        "contextvars.ContextVar",
+        "ContextVar",
+        "types.MappingProxyType",
+        "MappingProxyType",
+        "string.Template",
+        "ipaddress.ip_network",
+        "ipaddress.ip_address",
+    }
+)
+PURE_METHODS = frozenset(
+    {
+        "join",
+        "format",
+        "split",
+        "encode",
+        "decode",
+        "lower",
+        "upper",
+        "replace",
+        "strip",
+        "rstrip",
+        "lstrip",
+        "union",
+        "copy",
+        "items",
+        "keys",
+        "values",
+        "get",
+        "fromkeys",
+        "maketrans",
+    }
+)
+SAFE_DECORATORS = frozenset(
+    {
+        "staticmethod",
+        "classmethod",
+        "property",
+        "functools.cached_property",
+        "cached_property",
+        "functools.lru_cache",
+        "lru_cache",
+        "functools.cache",
+        "cache",
+        "abc.abstractmethod",
+        "abstractmethod",
+        "typing.overload",
+        "overload",
+        "contextlib.contextmanager",
+        "contextmanager",
+        "contextlib.asynccontextmanager",
+        "asynccontextmanager",
+        "typing.final",
+        "final",
+        "typing.override",
+        "override",
+        "typing_extensions.override",
+        "dataclasses.dataclass",
+        "dataclass",
+        "functools.total_ordering",
+        "total_ordering",
+        "functools.singledispatch",
+        "singledispatch",
+        "typing.runtime_checkable",
+        "runtime_checkable",
+        "functools.wraps",
+        "wraps",
+    }
+)
 ENUM_BASES = frozenset({"Enum", "IntEnum", "StrEnum", "Flag", "IntFlag", "ReprEnum"})
 RECORD_BASES = frozenset({"NamedTuple", "TypedDict"})
 DEFS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
-def dump(node: ast.AST | list[ast.expr] | None) -> str:
+def dump(node: ast.AST | Sequence[ast.AST | None] | None) -> str:
     """A location-free dump of a node or list of nodes."""
     if node is None:
         return ""
-    if isinstance(node, list):
-        return "[" + ",".join(dump(n) for n in node) + "]"
-    return ast.dump(node, include_attributes=False)
+    if isinstance(node, ast.AST):
+        return ast.dump(node, include_attributes=False)
+    return "[" + ",".join(dump(n) for n in node) + "]"
 
 
 def docstring_stripped(body: list[ast.stmt]) -> list[ast.stmt]:
     """A body without its leading docstring."""
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(
-        body[0].value.value, str
+    if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
     ):
         return body[1:]
     return body
@@ -82,8 +221,13 @@ class _Denoise(ast.NodeTransformer):
 
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.AST:
         node.returns = None
-        for arg in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs,
-                    node.args.vararg, node.args.kwarg):
+        for arg in (
+            *node.args.posonlyargs,
+            *node.args.args,
+            *node.args.kwonlyargs,
+            node.args.vararg,
+            node.args.kwarg,
+        ):
             if arg is not None:
                 arg.annotation = None
                 arg.type_comment = None
@@ -178,7 +322,9 @@ def signature_problem(old: ast.arguments, new: ast.arguments) -> str | None:
     old_pos = [a.arg for a in (*old.posonlyargs, *old.args)]
     new_pos = [a.arg for a in (*new.posonlyargs, *new.args)]
     if new_pos[: len(old_pos)] != old_pos:
-        return f"positional parameters changed from ({', '.join(old_pos)}) to ({', '.join(new_pos)})"
+        return (
+            f"positional parameters changed from ({', '.join(old_pos)}) to ({', '.join(new_pos)})"
+        )
     extra = len(new_pos) - len(old_pos)
     if extra and len(new.defaults) < extra and new.vararg is None:
         return "new positional parameters without defaults"
@@ -187,7 +333,7 @@ def signature_problem(old: ast.arguments, new: ast.arguments) -> str | None:
     if old.kwarg is not None and new.kwarg is None:
         return "**kwargs removed"
     old_kw = {a.arg for a in old.kwonlyargs}
-    new_kw = {a.arg: d for a, d in zip(new.kwonlyargs, new.kw_defaults)}
+    new_kw = {a.arg: d for a, d in zip(new.kwonlyargs, new.kw_defaults, strict=True)}
     if not old_kw <= set(new_kw) and new.kwarg is None:
         return "keyword-only parameters removed"
     if any(d is None for k, d in new_kw.items() if k not in old_kw):
@@ -199,9 +345,12 @@ def signature_problem(old: ast.arguments, new: ast.arguments) -> str | None:
 
 def is_type_checking(node: ast.stmt) -> bool:
     """``if TYPE_CHECKING:`` blocks, which never run."""
-    return isinstance(node, ast.If) and dotted(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+    return isinstance(node, ast.If) and dotted(node.test) in (
+        "TYPE_CHECKING",
+        "typing.TYPE_CHECKING",
+    )
 
 
 def stdlib(module: str) -> bool:
     """Whether ``module`` belongs to the standard library of this interpreter."""
-    return module.split(".")[0] in sys.stdlib_module_names
+    return module.split(".", maxsplit=1)[0] in sys.stdlib_module_names

@@ -49,7 +49,9 @@ class Context:
 
 @dataclass
 class _Scope:
-    funcs: dict[tuple[str, int], ast.FunctionDef | ast.AsyncFunctionDef] = field(default_factory=dict)
+    funcs: dict[tuple[str, int], ast.FunctionDef | ast.AsyncFunctionDef] = field(
+        default_factory=dict
+    )
     classes: dict[str, ast.ClassDef] = field(default_factory=dict)
     assigns: dict[str, list[ast.stmt]] = field(default_factory=lambda: defaultdict(list))
     attr_assigns: dict[str, ast.Assign] = field(default_factory=dict)
@@ -96,7 +98,9 @@ class ModuleDiffer:
         self.local_names = _bound_names(new_tree.body) | _bound_names(old_tree.body)
         old_future, new_future = _future(old_tree), _future(new_tree)
         if old_future != new_future:
-            self._refuse(1, "from __future__ imports changed: the whole module compiles differently")
+            self._refuse(
+                1, "from __future__ imports changed: the whole module compiles differently"
+            )
             return
         self.future = new_future
         self.imports = _imported(old_tree.body)
@@ -108,7 +112,9 @@ class ModuleDiffer:
         self.actions += self.rebuilds
 
     # -- bodies -----------------------------------------------------------------------------
-    def _body(self, old_body: list[ast.stmt], new_body: list[ast.stmt], scope: tuple[str, ...]) -> None:
+    def _body(
+        self, old_body: list[ast.stmt], new_body: list[ast.stmt], scope: tuple[str, ...]
+    ) -> None:
         old, new = _collect(old_body, scope), _collect(new_body, scope)
         where = ".".join(scope) or "module"
         if _docstring(old_body) != _docstring(new_body):
@@ -123,7 +129,9 @@ class ModuleDiffer:
                 self._function(before, node, scope)
         for key, node in old.funcs.items():
             if key not in new.funcs:
-                self._ignore(node.lineno, f"{_qual(scope, node.name)} removed; the live one stays, unused")
+                self._ignore(
+                    node.lineno, f"{_qual(scope, node.name)} removed; the live one stays, unused"
+                )
         for name, cls in new.classes.items():
             before_cls = old.classes.get(name)
             if before_cls is None:
@@ -136,10 +144,10 @@ class ModuleDiffer:
         self._other(old.other, new.other, scope)
 
     def _other(self, old: list[ast.stmt], new: list[ast.stmt], scope: tuple[str, ...]) -> None:
-        old_dumps = defaultdict(int)
+        old_dumps: dict[str, int] = defaultdict(int)
         for stmt in old:
             old_dumps[au.dump(stmt)] += 1
-        new_dumps = defaultdict(int)
+        new_dumps: dict[str, int] = defaultdict(int)
         for stmt in new:
             new_dumps[au.dump(stmt)] += 1
         for stmt in new:
@@ -153,7 +161,10 @@ class ModuleDiffer:
             else:
                 kind = "conditional definition" if _defines(stmt) else "statement run at import"
                 where = f"class {'.'.join(scope)} body" if scope else "module level"
-                self._refuse(stmt.lineno, f"{kind} changed at {where}: import-time side effects cannot be replayed")
+                self._refuse(
+                    stmt.lineno,
+                    f"{kind} changed at {where}: import-time side effects cannot be replayed",
+                )
             new_dumps[d] -= 1
         for stmt in old:
             d = au.dump(stmt)
@@ -161,7 +172,10 @@ class ModuleDiffer:
                 continue
             if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
                 continue
-            self._refuse(self._new_line_near(stmt), "statement run at import removed: its effects are already in the process")
+            self._refuse(
+                self._new_line_near(stmt),
+                "statement run at import removed: its effects are already in the process",
+            )
             old_dumps[d] -= 1
 
     # -- imports and constants --------------------------------------------------------------
@@ -172,7 +186,9 @@ class ModuleDiffer:
                 continue
             module = _import_source(stmt, self.name)
             if module and not (au.stdlib(module) or module.split(".")[0] in self.context.top_level):
-                self._refuse(stmt.lineno, f"new import of {module}: a dependency the baseline does not have")
+                self._refuse(
+                    stmt.lineno, f"new import of {module}: a dependency the baseline does not have"
+                )
                 continue
             self._emit_define(text, stmt.lineno, scope, (name,), f"import {name}", "added")
         for name, (stmt, _) in old.imports.items():
@@ -190,34 +206,59 @@ class ModuleDiffer:
                 self._ignore(stmt.lineno, f"version string {label} changed")
                 continue
             if name == "__slots__":
-                self._refuse(stmt.lineno, f"__slots__ of {'.'.join(scope) or 'module'} changed: live instances keep the old layout")
+                self._refuse(
+                    stmt.lineno,
+                    f"__slots__ of {'.'.join(scope) or 'module'} changed: live instances keep the old layout",
+                )
                 continue
             if len(stmts) > 1 or len(before) > 1:
-                self._refuse(stmt.lineno, f"{label} is assigned more than once at import; cannot recompute it")
+                self._refuse(
+                    stmt.lineno,
+                    f"{label} is assigned more than once at import; cannot recompute it",
+                )
                 continue
             if not isinstance(stmt, (ast.Assign, ast.AnnAssign)) or stmt.value is None:
                 self._refuse(stmt.lineno, f"{label}: augmented assignment at import changed")
                 continue
-            if isinstance(stmt, ast.Assign) and not all(isinstance(t, ast.Name) for t in stmt.targets):
+            if isinstance(stmt, ast.Assign) and not all(
+                isinstance(t, ast.Name) for t in stmt.targets
+            ):
                 self._refuse(stmt.lineno, f"{label}: unpacking assignment at import changed")
                 continue
-            if before and isinstance(stmt, ast.AnnAssign) and isinstance(before[0], ast.AnnAssign) and au.dump(stmt.value) == au.dump(before[0].value):
+            if (
+                before
+                and isinstance(stmt, ast.AnnAssign)
+                and isinstance(before[0], ast.AnnAssign)
+                and au.dump(stmt.value) == au.dump(before[0].value)
+            ):
                 self._ignore(stmt.lineno, f"annotation of {label} changed")
                 continue
             problems = au.impure(stmt.value, self.local_names)
             if problems:
-                self._refuse(stmt.lineno, f"{label} is computed at import by code with side effects ({problems[0]})")
+                self._refuse(
+                    stmt.lineno,
+                    f"{label} is computed at import by code with side effects ({problems[0]})",
+                )
                 continue
             if scope:
                 self.state_changed.add(scope[0])
             names = tuple(_targets(stmt))
             kind = "rebuild" if self._depends(stmt.value, scope) else "define"
-            self._emit_define(self._segment(stmt, self.new_lines), stmt.lineno, scope, names,
-                              f"constant {label}", "added" if kind == "define" else "rebuilt",
-                              kind=kind, aliases=self._aliases(scope, names) if before else ())
+            self._emit_define(
+                self._segment(stmt, self.new_lines),
+                stmt.lineno,
+                scope,
+                names,
+                f"constant {label}",
+                "added" if kind == "define" else "rebuilt",
+                kind=kind,
+                aliases=self._aliases(scope, names) if before else (),
+            )
         for name, stmts in old.assigns.items():
             if name not in new.assigns:
-                self._ignore(stmts[-1].lineno, f"{_qual(scope, name)} removed; the live value stays")
+                self._ignore(
+                    stmts[-1].lineno, f"{_qual(scope, name)} removed; the live value stays"
+                )
         for key, stmt in new.attr_assigns.items():
             before_attr = old.attr_assigns.get(key)
             if before_attr is not None and au.dump(before_attr) == au.dump(stmt):
@@ -227,22 +268,44 @@ class ModuleDiffer:
     def _attr_rebuild(self, stmt: ast.Assign, why: str) -> None:
         target = stmt.targets[0]
         owner = au.dotted(target.value) if isinstance(target, ast.Attribute) else None
-        if owner is None or owner.split(".")[0] not in self.local_names or not isinstance(target, ast.Attribute):
+        if (
+            owner is None
+            or owner.split(".")[0] not in self.local_names
+            or not isinstance(target, ast.Attribute)
+        ):
             self._refuse(stmt.lineno, f"assignment to {ast.unparse(target)} at import {why}")
             return
         problems = au.impure(stmt.value, self.local_names)
         if problems:
-            self._refuse(stmt.lineno, f"{ast.unparse(target)} is built at import by code with side effects ({problems[0]})")
+            self._refuse(
+                stmt.lineno,
+                f"{ast.unparse(target)} is built at import by code with side effects ({problems[0]})",
+            )
             return
-        self.rebuilds.append(Action("rebuild", tuple(owner.split(".")), "", names=(target.attr,),
-                                    expression=ast.unparse(stmt.value)))
-        self.explain.rebuilt.append(f"{self.path}:{stmt.lineno}: {ast.unparse(target)} = {ast.unparse(stmt.value)}")
+        self.rebuilds.append(
+            Action(
+                "rebuild",
+                tuple(owner.split(".")),
+                "",
+                names=(target.attr,),
+                expression=ast.unparse(stmt.value),
+            )
+        )
+        self.explain.rebuilt.append(
+            f"{self.path}:{stmt.lineno}: {ast.unparse(target)} = {ast.unparse(stmt.value)}"
+        )
 
     # -- functions --------------------------------------------------------------------------
-    def _function(self, old: ast.FunctionDef | ast.AsyncFunctionDef,
-                  new: ast.FunctionDef | ast.AsyncFunctionDef, scope: tuple[str, ...]) -> None:
+    def _function(
+        self,
+        old: ast.FunctionDef | ast.AsyncFunctionDef,
+        new: ast.FunctionDef | ast.AsyncFunctionDef,
+        scope: tuple[str, ...],
+    ) -> None:
         label = _qual(scope, new.name)
-        if au.behaviour(old) == au.behaviour(new) and au.dump(old.decorator_list) == au.dump(new.decorator_list):
+        if au.behaviour(old) == au.behaviour(new) and au.dump(old.decorator_list) == au.dump(
+            new.decorator_list
+        ):
             if au.dump(old) != au.dump(new):
                 self._ignore(new.lineno, f"{label}: docstring or annotations changed")
             defaults = (*new.args.defaults, *[d for d in new.args.kw_defaults if d is not None])
@@ -253,7 +316,9 @@ class ModuleDiffer:
             self._refuse(new.lineno, f"{label} changed between def and async def")
             return
         if au.dump(old.decorator_list) != au.dump(new.decorator_list):
-            self._refuse(new.lineno, f"{label}: decorators changed; the live wrapper cannot be rebuilt")
+            self._refuse(
+                new.lineno, f"{label}: decorators changed; the live wrapper cannot be rebuilt"
+            )
             return
         if au.is_generator(old) != au.is_generator(new):
             self._refuse(new.lineno, f"{label} changed between a function and a generator")
@@ -268,15 +333,19 @@ class ModuleDiffer:
             for expr in (*new.args.defaults, *[d for d in new.args.kw_defaults if d is not None]):
                 problems = au.impure(expr, self.local_names)
                 if problems:
-                    self._refuse(new.lineno, f"{label}: new default value has side effects ({problems[0]})")
+                    self._refuse(
+                        new.lineno, f"{label}: new default value has side effects ({problems[0]})"
+                    )
                     return
         old_code = _code_at(self.old_code, scope, old.name, getattr(old, "_occurrence", 0))
         new_code = _code_at(self.new_code, scope, new.name, getattr(new, "_occurrence", 0))
         if old_code is not None and new_code is not None:
             if old_code.co_freevars != new_code.co_freevars:
-                why = ("starts using super() or __class__; the live method has no __class__ cell"
-                       if "__class__" in new_code.co_freevars else
-                       f"free variables changed {old_code.co_freevars} -> {new_code.co_freevars}")
+                why = (
+                    "starts using super() or __class__; the live method has no __class__ cell"
+                    if "__class__" in new_code.co_freevars
+                    else f"free variables changed {old_code.co_freevars} -> {new_code.co_freevars}"
+                )
                 self._refuse(new.lineno, f"{label}: {why}")
                 return
             bad = _unmappable_closures(old_code, new_code, label)
@@ -289,16 +358,24 @@ class ModuleDiffer:
             self.state_changed.add(scope[0])
         self._emit_function(old, new, scope, rebind=rebind)
 
-    def _emit_function(self, old: ast.FunctionDef | ast.AsyncFunctionDef,
-                       new: ast.FunctionDef | ast.AsyncFunctionDef, scope: tuple[str, ...],
-                       rebind: bool, why: str = "") -> None:
+    def _emit_function(
+        self,
+        old: ast.FunctionDef | ast.AsyncFunctionDef,
+        new: ast.FunctionDef | ast.AsyncFunctionDef,
+        scope: tuple[str, ...],
+        rebind: bool,
+        why: str = "",
+    ) -> None:
         old_ref = self._store(self._segment(old, self.old_lines, decorators=False), old.lineno)
         new_ref = self._store(self._segment(new, self.new_lines, decorators=False), new.lineno)
         fp = hashlib.sha256(au.identity(old).encode()).hexdigest()
-        self.actions.append(Action("function", scope, new.name, old_ref, new_ref, fp,
-                                   rebind_defaults=rebind))
+        self.actions.append(
+            Action("function", scope, new.name, old_ref, new_ref, fp, rebind_defaults=rebind)
+        )
         suffix = f" ({why})" if why else ""
-        self.explain.swapped.append(f"{self.path}:{new.lineno}: {self.name}.{_qual(scope, new.name)}{suffix}")
+        self.explain.swapped.append(
+            f"{self.path}:{new.lineno}: {self.name}.{_qual(scope, new.name)}{suffix}"
+        )
 
     # -- classes ----------------------------------------------------------------------------
     def _class(self, old: ast.ClassDef, new: ast.ClassDef, scope: tuple[str, ...]) -> None:
@@ -333,7 +410,7 @@ class ModuleDiffer:
         new_b = [au.dump(b) for b in new.bases]
         it = iter(new_b)
         subsequence = all(b in it for b in old_b)
-        added = [b for b, d in zip(new.bases, new_b) if d not in old_b]
+        added = [b for b, d in zip(new.bases, new_b, strict=True) if d not in old_b]
         why = None
         if not subsequence:
             why = "existing bases removed or reordered"
@@ -345,33 +422,59 @@ class ModuleDiffer:
                 cls = self._new_module_class(name)
                 if cls is None:
                     why = f"added base {ast.unparse(base)} is not a plain class of this module"
-                elif _assigns_name(cls.body, "__slots__") or cls.keywords or any(
-                    isinstance(s, au.DEFS) and s.name in ("__init__", "__new__", "__init_subclass__")
-                    for s in cls.body
+                elif (
+                    _assigns_name(cls.body, "__slots__")
+                    or cls.keywords
+                    or any(
+                        isinstance(s, au.DEFS)
+                        and s.name in ("__init__", "__new__", "__init_subclass__")
+                        for s in cls.body
+                    )
                 ):
                     why = f"added base {name} has state of its own (__slots__, __init__, __new__ or a metaclass)"
         if why:
-            self._refuse(new.lineno, f"class {label}: bases changed and the swap cannot be proven safe ({why})")
+            self._refuse(
+                new.lineno,
+                f"class {label}: bases changed and the swap cannot be proven safe ({why})",
+            )
             return
         self.state_changed.add((*scope, new.name)[0])
-        self.actions.append(Action("bases", (*scope, new.name), "",
-                                   expression="(" + "".join(ast.unparse(b) + ", " for b in new.bases) + ")"))
-        self.explain.swapped.append(f"{self.path}:{new.lineno}: {self.name}.{label} bases -> {', '.join(ast.unparse(b) for b in new.bases)}")
+        self.actions.append(
+            Action(
+                "bases",
+                (*scope, new.name),
+                "",
+                expression="(" + "".join(ast.unparse(b) + ", " for b in new.bases) + ")",
+            )
+        )
+        self.explain.swapped.append(
+            f"{self.path}:{new.lineno}: {self.name}.{label} bases -> {', '.join(ast.unparse(b) for b in new.bases)}"
+        )
 
-    def _fields(self, old: ast.ClassDef, new: ast.ClassDef, label: str, what: str, enum: bool = False) -> None:
+    def _fields(
+        self, old: ast.ClassDef, new: ast.ClassDef, label: str, what: str, enum: bool = False
+    ) -> None:
         def fields(cls: ast.ClassDef) -> list[str]:
             out = []
             for s in cls.body:
                 if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name):
-                    out.append(au.dump(s.target) + au.dump(s.value) + ("" if enum else au.dump(s.annotation)))
-                elif enum and isinstance(s, ast.Assign) and all(
-                    isinstance(t, ast.Name) and not t.id.startswith("_") for t in s.targets
+                    out.append(
+                        au.dump(s.target)
+                        + au.dump(s.value)
+                        + ("" if enum else au.dump(s.annotation))
+                    )
+                elif (
+                    enum
+                    and isinstance(s, ast.Assign)
+                    and all(isinstance(t, ast.Name) and not t.id.startswith("_") for t in s.targets)
                 ):
                     out.append(au.dump(s))
             return out
 
         if fields(old) != fields(new):
-            self._refuse(new.lineno, f"class {label}: {what} changed: live instances keep the old layout")
+            self._refuse(
+                new.lineno, f"class {label}: {what} changed: live instances keep the old layout"
+            )
 
     def _dataclass(self, old: ast.ClassDef, new: ast.ClassDef, scope: tuple[str, ...]) -> None:
         """Refresh a dataclass's generated methods when its fields' types or defaults change."""
@@ -386,17 +489,24 @@ class ModuleDiffer:
             why = "the class has bases or a metaclass"
         elif _assigns_name(new.body, "__slots__") or any(
             isinstance(k, ast.keyword) and k.arg in ("slots", "frozen")
-            for d in new.decorator_list if isinstance(d, ast.Call) for k in d.keywords
+            for d in new.decorator_list
+            if isinstance(d, ast.Call)
+            for k in d.keywords
         ):
             why = "slots or frozen dataclass"
         else:
             for stmt in new.body:
                 value = stmt.value if isinstance(stmt, (ast.Assign, ast.AnnAssign)) else None
-                if value is not None and au.impure(value, self.local_names | {"field", "dataclasses"}):
+                if value is not None and au.impure(
+                    value, self.local_names | {"field", "dataclasses"}
+                ):
                     why = f"line {stmt.lineno} computes a default with side effects"
                     break
         if why:
-            self._refuse(new.lineno, f"class {label}: dataclass fields changed and the swap cannot be proven safe ({why})")
+            self._refuse(
+                new.lineno,
+                f"class {label}: dataclass fields changed and the swap cannot be proven safe ({why})",
+            )
             return
         first = min([new.lineno, *[d.lineno for d in new.decorator_list]])
         ref = self._store(self._segment(new, self.new_lines), first)
@@ -405,12 +515,18 @@ class ModuleDiffer:
         if not scope:
             self.state_changed.add(new.name)
         self.explain.swapped.append(
-            f"{self.path}:{new.lineno}: {self.name}.{label} dataclass fields (generated methods refreshed)")
+            f"{self.path}:{new.lineno}: {self.name}.{label} dataclass fields (generated methods refreshed)"
+        )
 
-    def _instance_state(self, old: ast.ClassDef, new: ast.ClassDef, scope: tuple[str, ...],
-                        actions: list[Action]) -> None:
+    def _instance_state(
+        self, old: ast.ClassDef, new: ast.ClassDef, scope: tuple[str, ...], actions: list[Action]
+    ) -> None:
         """Refuse fixed methods that read instance attributes only new instances would have."""
-        changed = {a.name or a.names[0] for a in actions if a.scope == scope and a.kind in ("function", "define")}
+        changed = {
+            a.name or a.names[0]
+            for a in actions
+            if a.scope == scope and a.kind in ("function", "define")
+        }
         if not changed:
             return
         before = _self_assigned(old) | _bound_names(old.body)
@@ -422,8 +538,11 @@ class ModuleDiffer:
                 continue
             for attr, line in _self_reads(node):
                 if attr in introduced:
-                    self._refuse(line, f"{_qual(scope, node.name)} reads self.{attr}, which only "
-                                 "instances created after the patch would have (new instance state)")
+                    self._refuse(
+                        line,
+                        f"{_qual(scope, node.name)} reads self.{attr}, which only "
+                        "instances created after the patch would have (new instance state)",
+                    )
                     return
 
     def _new_module_class(self, name: str | None) -> ast.ClassDef | None:
@@ -434,8 +553,12 @@ class ModuleDiffer:
         return None
 
     # -- new definitions --------------------------------------------------------------------
-    def _new_definition(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef,
-                        scope: tuple[str, ...], kind: str) -> None:
+    def _new_definition(
+        self,
+        node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef,
+        scope: tuple[str, ...],
+        kind: str,
+    ) -> None:
         label = _qual(scope, node.name)
         properties = {n.name for n in ast.walk(node) if isinstance(n, au.DEFS)} | self.local_names
         decorators = list(node.decorator_list)
@@ -444,29 +567,55 @@ class ModuleDiffer:
                 if isinstance(stmt, (*au.DEFS, ast.ClassDef)) and stmt is not node:
                     decorators += stmt.decorator_list
             for stmt in node.body:
-                if not isinstance(stmt, (*au.DEFS, ast.ClassDef, ast.Assign, ast.AnnAssign, ast.Expr, ast.Pass)):
-                    self._refuse(stmt.lineno, f"new class {label} runs code in its body at definition")
+                if not isinstance(
+                    stmt, (*au.DEFS, ast.ClassDef, ast.Assign, ast.AnnAssign, ast.Expr, ast.Pass)
+                ):
+                    self._refuse(
+                        stmt.lineno, f"new class {label} runs code in its body at definition"
+                    )
                     return
                 if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and stmt.value is not None:
                     problems = au.impure(stmt.value, self.local_names | _bound_names(node.body))
                     if problems:
-                        self._refuse(stmt.lineno, f"new class {label}: attribute computed with side effects ({problems[0]})")
+                        self._refuse(
+                            stmt.lineno,
+                            f"new class {label}: attribute computed with side effects ({problems[0]})",
+                        )
                         return
             for base in (*node.bases, *[k.value for k in node.keywords]):
                 if au.impure(base, self.local_names):
-                    self._refuse(node.lineno, f"new class {label}: bases computed with side effects")
+                    self._refuse(
+                        node.lineno, f"new class {label}: bases computed with side effects"
+                    )
                     return
         unsafe = au.unsafe_decorators(decorators, properties)
         if unsafe:
-            self._refuse(node.lineno, f"new {kind} {label} is decorated with @{unsafe[0]}, which may have side effects at definition")
+            self._refuse(
+                node.lineno,
+                f"new {kind} {label} is decorated with @{unsafe[0]}, which may have side effects at definition",
+            )
             return
         first = min([node.lineno, *[d.lineno for d in node.decorator_list]])
-        self._emit_define(self._segment(node, self.new_lines), first, scope, (node.name,),
-                          f"{kind} {label}", "added")
+        self._emit_define(
+            self._segment(node, self.new_lines),
+            first,
+            scope,
+            (node.name,),
+            f"{kind} {label}",
+            "added",
+        )
 
-    def _emit_define(self, text: str, line: int, scope: tuple[str, ...], names: tuple[str, ...],
-                     what: str, bucket: str, kind: str = "define",
-                     aliases: tuple[tuple[str, str], ...] = ()) -> None:
+    def _emit_define(
+        self,
+        text: str,
+        line: int,
+        scope: tuple[str, ...],
+        names: tuple[str, ...],
+        what: str,
+        bucket: str,
+        kind: str = "define",
+        aliases: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         ref = self._store(text, line)
         self.values[scope].update(names)
         action = Action(kind, scope, "", new=ref, names=names, aliases=aliases)
@@ -488,24 +637,43 @@ class ModuleDiffer:
                 continue
             names = tuple(_targets(stmt))
             if not names or not all(isinstance(t, ast.Name) for t in stmt.targets):
-                self._refuse(stmt.lineno, "object built at import by changed code cannot be rebuilt (complex target)")
+                self._refuse(
+                    stmt.lineno,
+                    "object built at import by changed code cannot be rebuilt (complex target)",
+                )
                 continue
-            if any(a.kind in ("define", "rebuild") and set(a.names) & set(names) and a.scope == scope
-                   for a in (*self.actions, *self.rebuilds)):
+            if any(
+                a.kind in ("define", "rebuild") and set(a.names) & set(names) and a.scope == scope
+                for a in (*self.actions, *self.rebuilds)
+            ):
                 continue
             problems = au.impure(stmt.value, self.local_names)
             if problems:
-                self._refuse(stmt.lineno, f"{', '.join(names)} is built at import by changed code and cannot be rebuilt safely ({problems[0]})")
+                self._refuse(
+                    stmt.lineno,
+                    f"{', '.join(names)} is built at import by changed code and cannot be rebuilt safely ({problems[0]})",
+                )
                 continue
-            self._emit_define(self._segment(stmt, self.new_lines), stmt.lineno, scope, names,
-                              f"{_qual(scope, names[0])} = {ast.unparse(stmt.value)}", "rebuilt",
-                              kind="rebuild", aliases=self._aliases(scope, names))
+            self._emit_define(
+                self._segment(stmt, self.new_lines),
+                stmt.lineno,
+                scope,
+                names,
+                f"{_qual(scope, names[0])} = {ast.unparse(stmt.value)}",
+                "rebuilt",
+                kind="rebuild",
+                aliases=self._aliases(scope, names),
+            )
 
     def _depends(self, expr: ast.AST, scope: tuple[str, ...]) -> bool:
         """Whether evaluating ``expr`` again would give another object after the patch."""
         replaced = self.values[scope] | self.values[()]
         for node in ast.walk(expr):
-            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in replaced:
+            if (
+                isinstance(node, ast.Name)
+                and isinstance(node.ctx, ast.Load)
+                and node.id in replaced
+            ):
                 return True
             if isinstance(node, ast.Call):
                 name = au.dotted(node.func)
@@ -513,7 +681,9 @@ class ModuleDiffer:
                     return True
         return False
 
-    def _aliases(self, scope: tuple[str, ...], names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    def _aliases(
+        self, scope: tuple[str, ...], names: tuple[str, ...]
+    ) -> tuple[tuple[str, str], ...]:
         if scope:
             return ()
         out = []
@@ -544,7 +714,9 @@ class ModuleDiffer:
         self.explain.ignored.append(f"{self.path}:{line}: {reason}")
 
 
-_CONSTRUCTORS = frozenset({"__init__", "__new__", "__post_init__", "__init_subclass__", "__set_name__"})
+_CONSTRUCTORS = frozenset(
+    {"__init__", "__new__", "__post_init__", "__init_subclass__", "__set_name__"}
+)
 
 
 def _collect(body: list[ast.stmt], scope: tuple[str, ...]) -> _Scope:
@@ -567,9 +739,15 @@ def _collect(body: list[ast.stmt], scope: tuple[str, ...]) -> _Scope:
                     text = f"import {alias.name}" + (f" as {alias.asname}" if alias.asname else "")
                 else:
                     text = f"from {'.' * stmt.level}{stmt.module or ''} import {alias.name}" + (
-                        f" as {alias.asname}" if alias.asname else "")
+                        f" as {alias.asname}" if alias.asname else ""
+                    )
                 out.imports[bound] = (stmt, text + "\n")
-        elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Attribute) and not scope:
+        elif (
+            isinstance(stmt, ast.Assign)
+            and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Attribute)
+            and not scope
+        ):
             out.attr_assigns[au.dump(stmt.targets[0])] = stmt
         elif isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and _targets(stmt):
             for name in _targets(stmt):
@@ -587,7 +765,9 @@ def _targets(stmt: ast.stmt) -> list[str]:
         for t in stmt.targets:
             if isinstance(t, ast.Name):
                 names.append(t.id)
-            elif isinstance(t, (ast.Tuple, ast.List)) and all(isinstance(e, ast.Name) for e in t.elts):
+            elif isinstance(t, (ast.Tuple, ast.List)) and all(
+                isinstance(e, ast.Name) for e in t.elts
+            ):
                 names += [e.id for e in t.elts if isinstance(e, ast.Name)]
             else:
                 return []
@@ -623,10 +803,14 @@ def _imported(body: list[ast.stmt]) -> tuple[str, ...]:
 
 
 def _future(tree: ast.Module) -> tuple[str, ...]:
-    return tuple(sorted(
-        a.name for s in tree.body if isinstance(s, ast.ImportFrom) and s.module == "__future__"
-        for a in s.names
-    ))
+    return tuple(
+        sorted(
+            a.name
+            for s in tree.body
+            if isinstance(s, ast.ImportFrom) and s.module == "__future__"
+            for a in s.names
+        )
+    )
 
 
 def _docstring(body: list[ast.stmt]) -> str:
@@ -636,8 +820,22 @@ def _docstring(body: list[ast.stmt]) -> str:
 def _literal(stmt: ast.stmt) -> bool:
     value = getattr(stmt, "value", None)
     return value is not None and all(
-        isinstance(n, (ast.Constant, ast.Tuple, ast.List, ast.Load, ast.Name, ast.Call, ast.Attribute,
-                       ast.BinOp, ast.Add, ast.keyword)) for n in ast.walk(value)
+        isinstance(
+            n,
+            (
+                ast.Constant,
+                ast.Tuple,
+                ast.List,
+                ast.Load,
+                ast.Name,
+                ast.Call,
+                ast.Attribute,
+                ast.BinOp,
+                ast.Add,
+                ast.keyword,
+            ),
+        )
+        for n in ast.walk(value)
     )
 
 
@@ -649,8 +847,19 @@ def _assigns_name(body: list[ast.stmt], name: str) -> bool:
     return any(name in _targets(s) for s in body)
 
 
-_DATACLASS_ATTRS = ("__init__", "__repr__", "__eq__", "__hash__", "__match_args__", "__lt__",
-                    "__le__", "__gt__", "__ge__", "__dataclass_fields__", "__dataclass_params__")
+_DATACLASS_ATTRS = (
+    "__init__",
+    "__repr__",
+    "__eq__",
+    "__hash__",
+    "__match_args__",
+    "__lt__",
+    "__le__",
+    "__gt__",
+    "__ge__",
+    "__dataclass_fields__",
+    "__dataclass_params__",
+)
 
 
 def _fields_of(cls: ast.ClassDef) -> list[ast.AnnAssign]:
@@ -662,12 +871,16 @@ def _field_names(cls: ast.ClassDef) -> list[str]:
 
 
 def _without_fields(body: list[ast.stmt]) -> list[ast.stmt]:
-    return [s for s in body if not (isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name))]
+    return [
+        s for s in body if not (isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name))
+    ]
 
 
 def _self_name(func: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
     args = [*func.args.posonlyargs, *func.args.args]
-    if not args or any((au.decorator_name(d) or "") in ("staticmethod", "classmethod") for d in func.decorator_list):
+    if not args or any(
+        (au.decorator_name(d) or "") in ("staticmethod", "classmethod") for d in func.decorator_list
+    ):
         return None
     return args[0].arg
 
@@ -679,13 +892,22 @@ def _self_assigned(cls: ast.ClassDef) -> set[str]:
         if not isinstance(func, au.DEFS) or (me := _self_name(func)) is None:
             continue
         for node in ast.walk(func):
-            if (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
-                    and isinstance(node.value, ast.Name) and node.value.id == me):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.ctx, ast.Store)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == me
+            ):
                 out.add(node.attr)
-            elif (isinstance(node, ast.Call) and au.dotted(node.func) in ("setattr", "object.__setattr__")
-                  and len(node.args) >= 2 and isinstance(node.args[0], ast.Name)
-                  and node.args[0].id == me and isinstance(node.args[1], ast.Constant)
-                  and isinstance(node.args[1].value, str)):
+            elif (
+                isinstance(node, ast.Call)
+                and au.dotted(node.func) in ("setattr", "object.__setattr__")
+                and len(node.args) >= 2
+                and isinstance(node.args[0], ast.Name)
+                and node.args[0].id == me
+                and isinstance(node.args[1], ast.Constant)
+                and isinstance(node.args[1].value, str)
+            ):
                 out.add(node.args[1].value)
     return out
 
@@ -693,15 +915,21 @@ def _self_assigned(cls: ast.ClassDef) -> set[str]:
 def _self_reads(func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[tuple[str, int]]:
     me = _self_name(func)
     return [
-        (node.attr, node.lineno) for node in ast.walk(func)
-        if me is not None and isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load)
-        and isinstance(node.value, ast.Name) and node.value.id == me
+        (node.attr, node.lineno)
+        for node in ast.walk(func)
+        if me is not None
+        and isinstance(node, ast.Attribute)
+        and isinstance(node.ctx, ast.Load)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == me
     ]
 
 
 def _is_dataclass(cls: ast.ClassDef) -> bool:
-    return any((au.decorator_name(d) or "").rsplit(".", 1)[-1] in ("dataclass", "define", "frozen", "s")
-               for d in cls.decorator_list)
+    return any(
+        (au.decorator_name(d) or "").rsplit(".", 1)[-1] in ("dataclass", "define", "frozen", "s")
+        for d in cls.decorator_list
+    )
 
 
 def _import_source(stmt: ast.stmt, module: str) -> str | None:
@@ -709,7 +937,7 @@ def _import_source(stmt: ast.stmt, module: str) -> str | None:
         return stmt.names[0].name
     if isinstance(stmt, ast.ImportFrom):
         if stmt.level:
-            return module.split(".")[0]
+            return module.split(".", maxsplit=1)[0]
         return stmt.module
     return None
 
@@ -718,7 +946,9 @@ def _qual(scope: tuple[str, ...], name: str) -> str:
     return ".".join((*scope, name))
 
 
-def _code_at(module_code: CodeType, scope: tuple[str, ...], name: str, occurrence: int) -> CodeType | None:
+def _code_at(
+    module_code: CodeType, scope: tuple[str, ...], name: str, occurrence: int
+) -> CodeType | None:
     code: CodeType | None = module_code
     for part in scope:
         code = _child(code, part, 0) if code is not None else None
@@ -745,8 +975,10 @@ def _unmappable_closures(old: CodeType, new: CodeType, label: str) -> str | None
         if match is None or fingerprint(match) == fingerprint(const):
             continue
         if match.co_freevars != const.co_freevars:
-            return (f"{label}.<locals>.{const.co_name}: captured variables changed "
-                    f"{const.co_freevars} -> {match.co_freevars}; closures made before the patch cannot be updated")
+            return (
+                f"{label}.<locals>.{const.co_name}: captured variables changed "
+                f"{const.co_freevars} -> {match.co_freevars}; closures made before the patch cannot be updated"
+            )
         deeper = _unmappable_closures(const, match, f"{label}.<locals>.{const.co_name}")
         if deeper:
             return deeper
@@ -755,4 +987,8 @@ def _unmappable_closures(old: CodeType, new: CodeType, label: str) -> str | None
 
 def _same_statement(stmt: ast.Assign, action: Action) -> bool:
     target = stmt.targets[0]
-    return isinstance(target, ast.Attribute) and action.names == (target.attr,) and action.expression == ast.unparse(stmt.value)
+    return (
+        isinstance(target, ast.Attribute)
+        and action.names == (target.attr,)
+        and action.expression == ast.unparse(stmt.value)
+    )

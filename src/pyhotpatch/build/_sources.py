@@ -28,8 +28,23 @@ from packaging.utils import canonicalize_name
 
 from pyhotpatch.errors import SourceError
 
-_SKIP_TOP = {"test", "tests", "testing", "docs", "doc", "examples", "example", "benchmarks",
-             "bench", "scripts", "tools", "build", "dist", "venv", ".venv"}
+_SKIP_TOP = {
+    "test",
+    "tests",
+    "testing",
+    "docs",
+    "doc",
+    "examples",
+    "example",
+    "benchmarks",
+    "bench",
+    "scripts",
+    "tools",
+    "build",
+    "dist",
+    "venv",
+    ".venv",
+}
 _SKIP_FILES = {"setup.py", "conftest.py", "noxfile.py", "fabfile.py", "tasks.py", "dodo.py"}
 _SPEC_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9][A-Za-z0-9.+!_-]*)$")
 _MAX_RELEASE_BYTES = 512 * 1024 * 1024  # refuse archives that unpack to more than this
@@ -83,11 +98,30 @@ def fetch(name: str, version: str) -> Path:
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=parent))
     try:
-        base = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-                "--quiet", "-d", str(tmp), f"{name}=={version}"]
-        pure = ["--only-binary=:all:", "--platform", "any", "--implementation", "py",
-                "--abi", "none", "--python-version", f"{sys.version_info[0]}.{sys.version_info[1]}"]
-        attempts = [base + pure, base + ["--no-binary=:all:"]]
+        base = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--quiet",
+            "-d",
+            str(tmp),
+            f"{name}=={version}",
+        ]
+        pure = [
+            "--only-binary=:all:",
+            "--platform",
+            "any",
+            "--implementation",
+            "py",
+            "--abi",
+            "none",
+            "--python-version",
+            f"{sys.version_info[0]}.{sys.version_info[1]}",
+        ]
+        attempts = [base + pure, [*base, "--no-binary=:all:"]]
         errors = []
         for command in attempts:
             done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -110,7 +144,9 @@ def _from_wheel(data: bytes, origin: str) -> Release:
     except zipfile.BadZipFile as exc:
         raise SourceError(f"{origin}: not a valid wheel: {exc}") from exc
     with zf:
-        metadata = next((n for n in zf.namelist() if re.match(r"^[^/]+\.dist-info/METADATA$", n)), None)
+        metadata = next(
+            (n for n in zf.namelist() if re.match(r"^[^/]+\.dist-info/METADATA$", n)), None
+        )
         if metadata is None:
             raise SourceError(f"{origin}: wheel has no .dist-info/METADATA")
         name, version = _metadata(zf.read(metadata))
@@ -128,7 +164,9 @@ def _from_wheel(data: bytes, origin: str) -> Release:
                 parts = parts[2:]
             total += info.file_size
             if total > _MAX_RELEASE_BYTES:
-                raise SourceError(f"{origin}: wheel unpacks to more than {_MAX_RELEASE_BYTES} bytes")
+                raise SourceError(
+                    f"{origin}: wheel unpacks to more than {_MAX_RELEASE_BYTES} bytes"
+                )
             _add(release, PurePosixPath(*parts), zf.read(info))
     return release
 
@@ -160,7 +198,7 @@ def _from_sdist(path: Path, origin: str) -> Release:
     tops = {PurePosixPath(p).parts[0] for p in files}
     if len(tops) == 1:
         prefix = tops.pop() + "/"
-        files = {p[len(prefix):]: data for p, data in files.items() if p.startswith(prefix)}
+        files = {p[len(prefix) :]: data for p, data in files.items() if p.startswith(prefix)}
     if "PKG-INFO" not in files:
         raise SourceError(f"{origin}: sdist has no PKG-INFO")
     name, version = _metadata(files["PKG-INFO"])
@@ -182,8 +220,11 @@ def _safe_member(name: str, origin: str) -> str:
 def _from_directory(path: Path, origin: str) -> Release:
     name, version = _directory_identity(path, origin)
     if any(path.glob("*.dist-info")):
-        files = {f.relative_to(path).as_posix(): f.read_bytes() for f in path.rglob("*")
-                 if f.is_file() and not any(p.endswith(".dist-info") for p in f.relative_to(path).parts)}
+        files = {
+            f.relative_to(path).as_posix(): f.read_bytes()
+            for f in path.rglob("*")
+            if f.is_file() and not any(p.endswith(".dist-info") for p in f.relative_to(path).parts)
+        }
         release = Release(name, version, origin)
         for rel, data in sorted(files.items()):
             _add(release, PurePosixPath(rel), data)
@@ -204,7 +245,7 @@ def _select(files: dict[str, bytes], release: Release) -> Release:
     """Keep the importable packages and modules of a project tree (``src/`` layout or flat)."""
     has_src = any(p.startswith("src/") for p in files)
     prefix = "src/" if has_src else ""
-    tree = {p[len(prefix):]: d for p, d in files.items() if p.startswith(prefix)}
+    tree = {p[len(prefix) :]: d for p, d in files.items() if p.startswith(prefix)}
     packages = {
         PurePosixPath(p).parts[0]
         for p in tree
@@ -227,7 +268,9 @@ def _select(files: dict[str, bytes], release: Release) -> Release:
 def _add(release: Release, rel: PurePosixPath, data: bytes) -> None:
     if "__pycache__" in rel.parts or rel.suffix in (".pyc", ".pyo"):
         return
-    if any(p in ("test", "tests") for p in rel.parts[:-1]) or re.match(r"^(test_.*|.*_test)\.py$", rel.name):
+    if any(p in ("test", "tests") for p in rel.parts[:-1]) or re.match(
+        r"^(test_.*|.*_test)\.py$", rel.name
+    ):
         release.ignored.append(f"{rel}: test module, not part of the service's code")
         return
     release.files[rel.as_posix()] = data

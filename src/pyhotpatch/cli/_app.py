@@ -44,21 +44,39 @@ def _fail(exc: HotpatchError) -> typer.Exit:
 
 @app.command()
 def build(
-    old: Annotated[str, typer.Argument(metavar="FROM", help="Baseline: directory, sdist, wheel or name==version.")],
+    old: Annotated[
+        str,
+        typer.Argument(metavar="FROM", help="Baseline: directory, sdist, wheel or name==version."),
+    ],
     new: Annotated[str, typer.Argument(metavar="TO", help="Fixed release, in the same forms.")],
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Package file to write.")] = None,
-    patch_id: Annotated[str | None, typer.Option("--id", help="Release id such as KB5031001.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Package file to write.")
+    ] = None,
+    patch_id: Annotated[
+        str | None, typer.Option("--id", help="Release id such as KB5031001.")
+    ] = None,
     title: Annotated[str | None, typer.Option(help="Human title of the hotpatch.")] = None,
-    classification: Annotated[str, typer.Option(help="Critical, Security, Updates, ...")] = "Security",
-    cve: Annotated[list[str] | None, typer.Option("--cve", help="Advisory id; repeat for several.")] = None,
-    explain: Annotated[bool, typer.Option("--explain", help="Print what would be swapped, added, rebuilt, ignored and refused.")] = False,
+    classification: Annotated[
+        str, typer.Option(help="Critical, Security, Updates, ...")
+    ] = "Security",
+    cve: Annotated[
+        list[str] | None, typer.Option("--cve", help="Advisory id; repeat for several.")
+    ] = None,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain", help="Print what would be swapped, added, rebuilt, ignored and refused."
+        ),
+    ] = False,
 ) -> None:
     """Diff two releases and write a hotpatch package (exit 3 if it cannot be hotpatched)."""
     from pyhotpatch import build as builder
     from pyhotpatch.package import CLASSIFICATIONS
 
     if classification not in CLASSIFICATIONS:
-        raise typer.BadParameter(f"must be one of {', '.join(CLASSIFICATIONS)}", param_hint="--classification")
+        raise typer.BadParameter(
+            f"must be one of {', '.join(CLASSIFICATIONS)}", param_hint="--classification"
+        )
     if output is None and not explain:
         raise typer.BadParameter("give -o OUT (or --explain to only look)", param_hint="-o")
     try:
@@ -71,21 +89,33 @@ def build(
                     out.print(f"  {line}")
             if output is None:
                 raise typer.Exit(EXIT_NOT_HOTPATCHABLE if report.refused else 0)
-        result = builder.build(old, new, patch_id=patch_id, title=title,
-                               classification=classification, cves=tuple(cve or ()))
+        result = builder.build(
+            old,
+            new,
+            patch_id=patch_id,
+            title=title,
+            classification=classification,
+            cves=tuple(cve or ()),
+        )
         assert output is not None
         digest = result.write(output)
     except NotHotpatchable as exc:
-        err.print(f"[bold red]not hotpatchable[/]: {len(exc.reasons)} change(s) need a baseline release:")
+        err.print(
+            f"[bold red]not hotpatchable[/]: {len(exc.reasons)} change(s) need a baseline release:"
+        )
         for reason in exc.reasons:
             print(reason, file=sys.stderr)
         raise typer.Exit(EXIT_NOT_HOTPATCHABLE) from None
     except HotpatchError as exc:
         raise _fail(exc) from None
     m = result.manifest
-    functions = sum(1 for t in m.targets for mod in t.modules for a in mod.actions if a.kind == "function")
-    out.print(f"wrote {output} ({output.stat().st_size} bytes, sha256 {digest[:16]}…): {m.id} "
-              f"{functions} function(s) in {sum(len(t.modules) for t in m.targets)} module(s)")
+    functions = sum(
+        1 for t in m.targets for mod in t.modules for a in mod.actions if a.kind == "function"
+    )
+    out.print(
+        f"wrote {output} ({output.stat().st_size} bytes, sha256 {digest[:16]}…): {m.id} "
+        f"{functions} function(s) in {sum(len(t.modules) for t in m.targets)} module(s)"
+    )
 
 
 @app.command()
@@ -105,22 +135,34 @@ def inspect(
         print(json.dumps({**m.to_json(), "sha256": package.digest, "size": package.size}, indent=2))
         return
     out.print(f"[bold]{m.id}[/] {m.title}")
-    out.print(f"classification {m.classification}; CVEs {', '.join(m.cves) or '-'}; "
-              f"{package.size} bytes; sha256 {package.digest}")
+    out.print(
+        f"classification {m.classification}; CVEs {', '.join(m.cves) or '-'}; "
+        f"{package.size} bytes; sha256 {package.digest}"
+    )
     table = Table("distribution", "baseline", "fixes to", "module", "action", "object")
     for t in m.targets:
         for mod in t.modules:
             for a in mod.actions:
-                table.add_row(t.distribution, t.baseline_version, t.fixed_version, mod.name, a.kind,
-                              a.qualname or ", ".join(a.names))
+                table.add_row(
+                    t.distribution,
+                    t.baseline_version,
+                    t.fixed_version,
+                    mod.name,
+                    a.kind,
+                    a.qualname or ", ".join(a.names),
+                )
     out.print(table)
 
 
 @app.command()
 def apply(
     file: Annotated[Path, typer.Argument(help="A .hotpatch package.")],
-    pid: Annotated[list[int] | None, typer.Option("--pid", help="Target process; repeat for several.")] = None,
-    all_processes: Annotated[bool, typer.Option("--all", help="Every process with the runtime enabled.")] = False,
+    pid: Annotated[
+        list[int] | None, typer.Option("--pid", help="Target process; repeat for several.")
+    ] = None,
+    all_processes: Annotated[
+        bool, typer.Option("--all", help="Every process with the runtime enabled.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print reports as JSON.")] = False,
 ) -> None:
     """Apply a package to running processes through their control sockets."""
@@ -137,8 +179,12 @@ def apply(
 @app.command()
 def revert(
     patch_id: Annotated[str, typer.Argument(metavar="ID", help="The active hotpatch's id.")],
-    pid: Annotated[list[int] | None, typer.Option("--pid", help="Target process; repeat for several.")] = None,
-    all_processes: Annotated[bool, typer.Option("--all", help="Every process with the runtime enabled.")] = False,
+    pid: Annotated[
+        list[int] | None, typer.Option("--pid", help="Target process; repeat for several.")
+    ] = None,
+    all_processes: Annotated[
+        bool, typer.Option("--all", help="Every process with the runtime enabled.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print reports as JSON.")] = False,
 ) -> None:
     """Revert the active hotpatch in running processes (back to the baseline)."""
@@ -166,11 +212,23 @@ def ps(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] =
     for row in rows:
         active = row.get("active") or {}
         transition = row.get("transition") or {}
-        state = "-" if "error" in row else ("complete" if transition.get("complete") else
-                                            f"{len(transition.get('threads', []))} thread(s), "
-                                            f"{transition.get('suspended', 0)} suspended")
-        table.add_row(str(row.get("pid")), row.get("python", "?"), " ".join(row.get("argv", []))[:60],
-                      active.get("id", "-") if active else "-", row.get("error", state))
+        state = (
+            "-"
+            if "error" in row
+            else (
+                "complete"
+                if transition.get("complete")
+                else f"{len(transition.get('threads', []))} thread(s), "
+                f"{transition.get('suspended', 0)} suspended"
+            )
+        )
+        table.add_row(
+            str(row.get("pid")),
+            row.get("python", "?"),
+            " ".join(row.get("argv", []))[:60],
+            active.get("id", "-") if active else "-",
+            row.get("error", state),
+        )
     out.print(table)
 
 
@@ -209,7 +267,9 @@ def _each(pids: list[int], action: Any, as_json: bool) -> int:
                 out.print(f"pid {p}: ok {_summary(report)}")
         except HotpatchError as exc:
             failed += 1
-            reports.append({"pid": p, "ok": False, "error": type(exc).__name__, "message": str(exc)})
+            reports.append(
+                {"pid": p, "ok": False, "error": type(exc).__name__, "message": str(exc)}
+            )
             if not as_json:
                 err.print(f"pid {p}: [bold red]{type(exc).__name__}[/]: {exc}")
     if as_json:
@@ -223,6 +283,9 @@ def _summary(report: dict[str, Any]) -> str:
     if report.get("reverted"):
         return f"{report['id']} reverted (pause {report['pause_ms']} ms)"
     pending = report.get("pending_modules") or []
-    return (f"{report['id']} applied: {report['functions']} function(s), "
-            f"{report['definitions']} definition(s), {report['rebuilt']} rebuilt, "
-            f"pause {report['pause_ms']} ms" + (f", {len(pending)} module(s) patched on import" if pending else ""))
+    return (
+        f"{report['id']} applied: {report['functions']} function(s), "
+        f"{report['definitions']} definition(s), {report['rebuilt']} rebuilt, "
+        f"pause {report['pause_ms']} ms"
+        + (f", {len(pending)} module(s) patched on import" if pending else "")
+    )

@@ -31,7 +31,9 @@ ACTION_KINDS = ("function", "define", "rebuild", "bases", "dataclass")
 ROLES = ("function", "fget", "fset", "fdel")
 
 _ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-_CVE_RE = re.compile(r"^(CVE-\d{4}-\d{4,}|GHSA(-[23456789cfghjmpqrvwx]{4}){3}|[A-Z]+-[A-Za-z0-9-]{1,40})$")
+_CVE_RE = re.compile(
+    r"^(CVE-\d{4}-\d{4,}|GHSA(-[23456789cfghjmpqrvwx]{4}){3}|[A-Z]+-[A-Za-z0-9-]{1,40})$"
+)
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 _DIST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+!_-]{0,63}$")
@@ -146,7 +148,9 @@ class Manifest:
     def from_json(cls, data: object) -> Manifest:
         """Validate ``data`` and build a manifest; raise ``PackageError`` on any defect."""
         obj = _mapping(data, "manifest")
-        _keys(obj, "manifest", {"format", "id", "title", "classification", "cves", "notes", "targets"})
+        _keys(
+            obj, "manifest", {"format", "id", "title", "classification", "cves", "notes", "targets"}
+        )
         fmt = _str(obj, "format", "manifest")
         if fmt != FORMAT:
             raise PackageError(f"unsupported package format {fmt!r} (this runtime reads {FORMAT})")
@@ -155,7 +159,9 @@ class Manifest:
             raise PackageError(f"manifest.id {ident!r} is not a valid hotpatch id")
         classification = _str(obj, "classification", "manifest")
         if classification not in CLASSIFICATIONS:
-            raise PackageError(f"manifest.classification {classification!r} is not one of {CLASSIFICATIONS}")
+            raise PackageError(
+                f"manifest.classification {classification!r} is not one of {CLASSIFICATIONS}"
+            )
         cves = tuple(_str_list(obj, "cves", "manifest"))
         for cve in cves:
             if not _CVE_RE.match(cve):
@@ -239,15 +245,20 @@ def _target_from(data: object, where: str) -> Target:
 
 def _module_from(data: object, where: str) -> ModulePatch:
     obj = _mapping(data, where)
-    _keys(obj, where, {"name", "path", "baseline_sha256", "future", "imports", "fixed_imports",
-                       "actions"})
+    _keys(
+        obj,
+        where,
+        {"name", "path", "baseline_sha256", "future", "imports", "fixed_imports", "actions"},
+    )
     name = _str(obj, "name", where)
     if not all(part.isidentifier() for part in name.split(".")):
         raise PackageError(f"{where}.name {name!r} is not a module name")
     path = _str(obj, "path", where)
     parts = path.split("/")
     if path.startswith("/") or ".." in parts or "" in parts or not path.endswith(".py"):
-        raise PackageError(f"{where}.path {path!r} must be a relative .py path inside the distribution")
+        raise PackageError(
+            f"{where}.path {path!r} must be a relative .py path inside the distribution"
+        )
     future = tuple(_str_list(obj, "future", where))
     for feature in future:
         if not feature.isidentifier():
@@ -259,8 +270,9 @@ def _module_from(data: object, where: str) -> ModulePatch:
     fixed_imports = tuple(_str_list(obj, "fixed_imports", where))
     if not all(n.isidentifier() for n in (*imports, *fixed_imports)):
         raise PackageError(f"{where}: imported names must be identifiers")
-    return ModulePatch(name, path, _digest(obj, "baseline_sha256", where), future, actions,
-                       imports, fixed_imports)
+    return ModulePatch(
+        name, path, _digest(obj, "baseline_sha256", where), future, actions, imports, fixed_imports
+    )
 
 
 def _action_from(data: object, where: str) -> Action:
@@ -268,8 +280,18 @@ def _action_from(data: object, where: str) -> Action:
     _keys(
         obj,
         where,
-        {"kind", "scope", "name", "old", "new", "fingerprint", "names", "rebind_defaults",
-         "aliases", "expression"},
+        {
+            "kind",
+            "scope",
+            "name",
+            "old",
+            "new",
+            "fingerprint",
+            "names",
+            "rebind_defaults",
+            "aliases",
+            "expression",
+        },
     )
     kind = _str(obj, "kind", where)
     if kind not in ACTION_KINDS:
@@ -282,7 +304,9 @@ def _action_from(data: object, where: str) -> Action:
     old = _ref(obj.get("old"), f"{where}.old")
     new = _ref(obj.get("new"), f"{where}.new")
     fingerprint = obj.get("fingerprint")
-    if fingerprint is not None and (not isinstance(fingerprint, str) or not _DIGEST_RE.match(fingerprint)):
+    if fingerprint is not None and (
+        not isinstance(fingerprint, str) or not _DIGEST_RE.match(fingerprint)
+    ):
         raise PackageError(f"{where}.fingerprint must be a sha256 hex digest")
     names = tuple(_str_list(obj, "names", where)) if "names" in obj else ()
     if not all(n.isidentifier() for n in names):
@@ -305,7 +329,9 @@ def _action_from(data: object, where: str) -> Action:
     if expression is not None and (not isinstance(expression, str) or len(expression) > _MAX_TEXT):
         raise PackageError(f"{where}.expression must be a short string")
     needs = {
-        "function": (old is not None and new is not None and fingerprint is not None and bool(name)),
+        "function": (
+            old is not None and new is not None and fingerprint is not None and bool(name)
+        ),
         "define": new is not None and bool(names),
         "rebuild": (new is not None) != (expression is not None) and bool(names),
         "bases": expression is not None and bool(scope) and not name,
@@ -313,7 +339,9 @@ def _action_from(data: object, where: str) -> Action:
     }
     if not needs[kind]:
         raise PackageError(f"{where}: a {kind!r} action is missing required fields")
-    return Action(kind, scope, name, old, new, fingerprint, names, rebind, tuple(aliases), expression)
+    return Action(
+        kind, scope, name, old, new, fingerprint, names, rebind, tuple(aliases), expression
+    )
 
 
 def _ref(data: object, where: str) -> SourceRef | None:

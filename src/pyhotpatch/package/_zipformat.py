@@ -81,7 +81,9 @@ def package_bytes(manifest: Manifest, sources: dict[str, str]) -> bytes:
     order = manifest.source_order()
     if set(sources) != set(order):
         raise PackageError("sources do not match the digests the manifest refers to")
-    payload = json.dumps([[d, sources[d]] for d in order], separators=(",", ":"), ensure_ascii=False)
+    payload = json.dumps(
+        [[d, sources[d]] for d in order], separators=(",", ":"), ensure_ascii=False
+    )
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, data in ((MANIFEST, dumps_manifest(manifest)), (SOURCES, payload.encode())):
@@ -126,7 +128,9 @@ def read_package(
             with open(source, "rb") as fh:
                 data = fh.read(limits.max_file_bytes + 1)
         except OSError as exc:
-            raise PackageError(f"cannot read package {os.fspath(source)!r}: {exc.strerror}") from exc
+            raise PackageError(
+                f"cannot read package {os.fspath(source)!r}: {exc.strerror}"
+            ) from exc
     if len(data) > limits.max_file_bytes:
         raise PackageError(f"package is larger than {limits.max_file_bytes} bytes")
     try:
@@ -150,11 +154,15 @@ def read_package(
         raise PackageError("sources.json must be a list of [sha256, text] pairs")
     sources: dict[str, str] = {}
     for i, pair in enumerate(pairs):
-        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+        if not (
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
+        ):
             raise PackageError(f"sources.json[{i}] must be a [sha256, text] pair")
         digest, text = pair
         if hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest() != digest:
-            raise PackageError(f"sources.json[{i}] does not match its digest: the package was tampered with")
+            raise PackageError(
+                f"sources.json[{i}] does not match its digest: the package was tampered with"
+            )
         if digest in sources:
             raise PackageError(f"sources.json[{i}] repeats source {digest[:12]}")
         sources[digest] = text

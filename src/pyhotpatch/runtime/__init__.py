@@ -21,7 +21,7 @@ __all__ = ["apply", "enable", "enabled", "revert", "status"]
 
 log = logging.getLogger("pyhotpatch")
 _state: dict[str, Any] = {"enabled": False, "server": None, "run_dir": None, "control": True}
-_enable_lock = threading.Lock()
+_locks = {"enable": threading.Lock()}
 
 
 def enable(*, control: bool = True, run_dir: str | os.PathLike[str] | None = None) -> None:
@@ -33,7 +33,7 @@ def enable(*, control: bool = True, run_dir: str | os.PathLike[str] | None = Non
     socket, and applies the package named by ``PYHOTPATCH_PACKAGE`` if any.
     Raises ``TransportError`` if the run directory belongs to another user.
     """
-    with _enable_lock:
+    with _locks["enable"]:
         if _state["enabled"]:
             return
         _importhook.install(ENGINE)
@@ -47,7 +47,7 @@ def enable(*, control: bool = True, run_dir: str | os.PathLike[str] | None = Non
     if installed is not None and ENGINE.active is None:
         try:
             ENGINE.apply(installed)
-        except Exception:  # noqa: BLE001 - a bad installed package must not stop the service
+        except Exception:
             log.exception("could not apply installed hotpatch %s", installed)
 
 
@@ -86,11 +86,10 @@ def _start_server() -> None:
 
 
 def _after_fork() -> None:
-    global _enable_lock
-    _enable_lock = threading.Lock()
+    _locks["enable"] = threading.Lock()
     ENGINE.reset_after_fork()
     if _state["control"]:
         try:
             _start_server()
-        except Exception:  # noqa: BLE001 - the child must run even without its socket
+        except Exception:
             log.exception("could not serve the control socket in forked child %d", os.getpid())

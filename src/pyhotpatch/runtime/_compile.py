@@ -9,7 +9,6 @@ out of the constants. Nothing compiled here is executed.
 """
 
 from __future__ import annotations
-
 import __future__
 
 import ast
@@ -44,7 +43,9 @@ def future_flags(features: tuple[str, ...]) -> int:
     return flags
 
 
-def wrap_in_scope(stmt: ast.stmt, scope: tuple[str, ...], imports: tuple[str, ...] = ()) -> ast.Module:
+def wrap_in_scope(
+    stmt: ast.stmt, scope: tuple[str, ...], imports: tuple[str, ...] = ()
+) -> ast.Module:
     """A module holding ``stmt`` inside empty classes named by ``scope``.
 
     ``imports`` are the names the real module binds by ``import``: they are
@@ -100,16 +101,18 @@ def compile_in_scope(
 def compile_expression(source: str, filename: str, flags: int) -> CodeType:
     """Compile a short expression stored in a manifest."""
     try:
-        return compile(source, filename, "eval", flags=flags, dont_inherit=True)
+        code: CodeType = compile(source, filename, "eval", flags=flags, dont_inherit=True)
     except SyntaxError as exc:
         raise PackageError(f"manifest expression {source!r} does not parse: {exc.msg}") from exc
+    return code
 
 
 def _compile(module: ast.Module, filename: str, flags: int) -> CodeType:
     try:
-        return compile(module, filename, "exec", flags=flags, dont_inherit=True)
+        code: CodeType = compile(module, filename, "exec", flags=flags, dont_inherit=True)
     except (SyntaxError, ValueError) as exc:
         raise PackageError(f"package source does not compile: {exc}") from exc
+    return code
 
 
 def _child(code: CodeType, name: str, line: int) -> CodeType:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import base64
 import binascii
+import contextlib
 import logging
 import os
 import socket
@@ -70,7 +71,7 @@ class ControlServer:
             with conn:
                 try:
                     self._handle(conn)
-                except Exception:  # noqa: BLE001 - the service must keep running
+                except Exception:
                     log.exception("control request failed")
 
     def _handle(self, conn: socket.socket) -> None:
@@ -85,13 +86,11 @@ class ControlServer:
             reply = _error("BadRequest", str(exc))
         except HotpatchError as exc:
             reply = _error(type(exc).__name__, str(exc))
-        except Exception as exc:  # noqa: BLE001 - reported to the client, process keeps serving
+        except Exception as exc:
             log.exception("control request crashed")
             reply = _error("InternalError", repr(exc))
-        try:
+        with contextlib.suppress(OSError, TransportError):
             _wire.send(conn, reply)
-        except (OSError, TransportError):
-            pass
 
     def _dispatch(self, request: dict[str, Any]) -> Any:
         op = request.get("op")

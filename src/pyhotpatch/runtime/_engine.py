@@ -159,7 +159,9 @@ class Engine:
                 return
             module_patch = active.pending.pop(module.__name__)
             try:
-                plan = plan_module(module, module_patch, active.package, View(active.assigns), False)
+                plan = plan_module(
+                    module, module_patch, active.package, View(active.assigns), False
+                )
                 rebuilt = _commit(plan.assigns, plan.rebuilds)
                 _clear(plan.caches)
             except Exception as exc:
@@ -194,8 +196,11 @@ class Engine:
                 "pending_modules": sorted(active.pending),
                 "errors": list(active.errors),
                 "targets": [
-                    {"distribution": t.distribution, "baseline_version": t.baseline_version,
-                     "fixed_version": t.fixed_version}
+                    {
+                        "distribution": t.distribution,
+                        "baseline_version": t.baseline_version,
+                        "fixed_version": t.fixed_version,
+                    }
                     for t in manifest.targets
                 ],
             }
@@ -215,14 +220,16 @@ class Engine:
             f: Any = frame
             while f is not None:
                 if id(f.f_code) in old and f.f_code is old[id(f.f_code)]:
-                    threads.append({"thread": names.get(ident, str(ident)), "function": _qual(f.f_code)})
+                    threads.append(
+                        {"thread": names.get(ident, str(ident)), "function": _qual(f.f_code)}
+                    )
                     break
                 f = f.f_back
         suspended = 0
         for obj in gc.get_objects():
             attr = _SUSPENDABLE.get(type(obj).__name__)
-            frame = getattr(obj, attr, None) if attr else None
-            if frame is not None and id(frame.f_code) in old:
+            suspended_frame = getattr(obj, attr, None) if attr else None
+            if suspended_frame is not None and id(suspended_frame.f_code) in old:
                 suspended += 1
         complete = not threads and not suspended
         if complete:
@@ -275,7 +282,7 @@ def _restore(batch: list[Assign]) -> None:
                     delattr(a.target, a.attr)
             else:
                 setattr(a.target, a.attr, a.old)
-        except Exception:  # noqa: BLE001 - restoring must go on for every other slot
+        except Exception:
             log.exception("could not restore %r.%s", a.target, a.attr)
 
 
@@ -283,7 +290,7 @@ def _clear(caches: list[Any]) -> None:
     for cache in caches:
         try:
             cache.cache_clear()
-        except Exception:  # noqa: BLE001 - a cache that cannot clear must not undo a fix
+        except Exception:
             log.exception("could not clear cache %r", cache)
 
 

@@ -40,7 +40,7 @@ class PatchFinder:
             return None
         if spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
-        spec.loader = _PatchingLoader(spec.loader, self.engine)
+        spec.loader = _PatchingLoader(spec.loader, self.engine)  # type: ignore[assignment]
         return spec
 
 
@@ -68,4 +68,4 @@ class _PatchingLoader:
 def install(engine: Engine) -> None:
     """Put the finder first on ``sys.meta_path`` (once)."""
     if not any(isinstance(f, PatchFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, PatchFinder(engine))  # type: ignore[arg-type]
+        sys.meta_path.insert(0, PatchFinder(engine))

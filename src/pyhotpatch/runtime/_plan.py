@@ -120,8 +120,7 @@ class View:
             return self._orig[key]
         if attr in _SLOTS:
             return getattr(target, attr)
-        ns = target.__dict__
-        return ns[attr] if attr in ns else MISSING
+        return target.__dict__.get(attr, MISSING)
 
 
 def plan_module(
@@ -142,21 +141,40 @@ def plan_module(
         owner = _resolve_scope(module, action.scope, label)
         if action.kind == "function":
             ns = namespaces.setdefault(id(owner), _scope_namespace(owner, module))
-            _plan_function(module, owner, ns, patch, action, package, view, filename, flags, plan,
-                           nested, label)
+            _plan_function(
+                module,
+                owner,
+                ns,
+                patch,
+                action,
+                package,
+                view,
+                filename,
+                flags,
+                plan,
+                nested,
+                label,
+            )
         elif action.kind in ("define", "rebuild"):
             if action.kind == "rebuild":
                 plan.rebuilds.append(
-                    Rebuild(module, owner,
-                            _rebuild_code(action, package, filename, flags, patch.fixed_imports),
-                            action.names, action.aliases, view, label,
-                            action.expression is not None)
+                    Rebuild(
+                        module,
+                        owner,
+                        _rebuild_code(action, package, filename, flags, patch.fixed_imports),
+                        action.names,
+                        action.aliases,
+                        view,
+                        label,
+                        action.expression is not None,
+                    )
                 )
                 continue
             assert action.new is not None
             stmt = _compile.parse_unit(package.source(action.new.digest), action.new.line)
-            code = _compile.compile_in_scope(stmt, action.scope, filename, flags,
-                                             patch.fixed_imports)
+            code = _compile.compile_in_scope(
+                stmt, action.scope, filename, flags, patch.fixed_imports
+            )
             ns = namespaces.setdefault(id(owner), _scope_namespace(owner, module))
             try:
                 exec(code, module.__dict__, ns)
@@ -164,8 +182,9 @@ def plan_module(
                 raise ApplyError(f"{label}: running the new definition failed: {exc!r}") from exc
             plan.assigns += _bind(owner, action.names, ns, action.aliases, view, label)
         elif action.kind == "dataclass":
-            plan.assigns += _refresh_dataclass(module, owner, patch, action, package, view, filename,
-                                               flags, label)
+            plan.assigns += _refresh_dataclass(
+                module, owner, patch, action, package, view, filename, flags, label
+            )
         elif action.kind == "bases":
             assert action.expression is not None
             ns = namespaces.setdefault(id(module), {})
@@ -203,11 +222,19 @@ def _plan_function(
     if raw is MISSING:
         raise BaselineMismatch(f"{label}: not defined in the running process")
     old = _compile.compile_function(
-        package.source(action.old.digest), action.old.line, action.scope, filename, flags,
+        package.source(action.old.digest),
+        action.old.line,
+        action.scope,
+        filename,
+        flags,
         patch.imports,
     )
     new = _compile.compile_function(
-        package.source(action.new.digest), action.new.line, action.scope, filename, flags,
+        package.source(action.new.digest),
+        action.new.line,
+        action.scope,
+        filename,
+        flags,
         patch.fixed_imports,
     )
     want_old, want_new = fingerprint(old), fingerprint(new)
@@ -230,7 +257,7 @@ def _plan_function(
             )
         plan.assigns.append(Assign(func, "__code__", new, live))
         if defaults is not None:
-            for attr, value in zip(("__defaults__", "__kwdefaults__"), defaults):
+            for attr, value in zip(("__defaults__", "__kwdefaults__"), defaults, strict=True):
                 plan.assigns.append(Assign(func, attr, value, view.get(func, attr)))
         _pair_nested(live, new, f"{label}.<locals>", nested)
         plan.functions += 1
@@ -269,9 +296,9 @@ def unwrap(obj: Any, limit: int = 32) -> tuple[list[FunctionType], list[Any]]:
             nxt.append(item.__func__)
         elif isinstance(item, property):
             nxt += [item.fget, item.fset, item.fdel]
-        elif isinstance(item, functools.cached_property):
-            nxt.append(item.func)
-        elif isinstance(item, (functools.partial, functools.partialmethod)):
+        elif isinstance(
+            item, (functools.cached_property, functools.partial, functools.partialmethod)
+        ):
             nxt.append(item.func)
         else:
             inner = getattr(item, "__dict__", {}).get("__wrapped__")
@@ -339,14 +366,17 @@ def _new_defaults(
     stmt = _compile.parse_unit(source, action.new.line)
     assert isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
     args = stmt.args
-    kw = [
+    kw: list[ast.expr] = [
         ast.Tuple(elts=[ast.Constant(a.arg), d], ctx=ast.Load())
-        for a, d in zip(args.kwonlyargs, args.kw_defaults)
+        for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)
         if d is not None
     ]
     expr = ast.Expression(
         ast.Tuple(
-            elts=[ast.Tuple(elts=list(args.defaults), ctx=ast.Load()), ast.Tuple(elts=kw, ctx=ast.Load())],
+            elts=[
+                ast.Tuple(elts=list(args.defaults), ctx=ast.Load()),
+                ast.Tuple(elts=kw, ctx=ast.Load()),
+            ],
             ctx=ast.Load(),
         )
     )
@@ -380,7 +410,9 @@ def _refresh_dataclass(
     try:
         exec(code, module.__dict__, ns)
     except Exception as exc:
-        raise ApplyError(f"{label}: running the fixed dataclass definition failed: {exc!r}") from exc
+        raise ApplyError(
+            f"{label}: running the fixed dataclass definition failed: {exc!r}"
+        ) from exc
     fresh = ns.get(action.name)
     if not isinstance(fresh, type):
         raise ApplyError(f"{label}: the fixed definition did not make a class")

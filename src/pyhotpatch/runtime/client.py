@@ -17,7 +17,9 @@ from pyhotpatch.errors import TransportError
 from pyhotpatch.runtime import _config, _wire
 
 
-def call(pid: int, request: dict[str, Any], run_dir: Path | None = None, timeout: float = 60.0) -> Any:
+def call(
+    pid: int, request: dict[str, Any], run_dir: Path | None = None, timeout: float = 60.0
+) -> Any:
     """Send one request to process ``pid`` and return its result."""
     path = _config.socket_path(pid, run_dir)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -26,7 +28,9 @@ def call(pid: int, request: dict[str, Any], run_dir: Path | None = None, timeout
         try:
             sock.connect(str(path))
         except FileNotFoundError:
-            raise TransportError(f"process {pid} has no control socket at {path}: is the runtime enabled?") from None
+            raise TransportError(
+                f"process {pid} has no control socket at {path}: is the runtime enabled?"
+            ) from None
         except OSError as exc:
             raise TransportError(f"cannot connect to process {pid} at {path}: {exc}") from exc
         _wire.send(sock, request)
@@ -36,9 +40,16 @@ def call(pid: int, request: dict[str, Any], run_dir: Path | None = None, timeout
     if reply.get("ok") is True:
         return reply.get("result")
     error = reply.get("error") or {}
-    kind, message = str(error.get("type", "HotpatchError")), str(error.get("message", "unknown error"))
+    kind, message = (
+        str(error.get("type", "HotpatchError")),
+        str(error.get("message", "unknown error")),
+    )
     cls = getattr(errors, kind, None)
-    if isinstance(cls, type) and issubclass(cls, errors.HotpatchError) and cls is not errors.NotHotpatchable:
+    if (
+        isinstance(cls, type)
+        and issubclass(cls, errors.HotpatchError)
+        and cls is not errors.NotHotpatchable
+    ):
         raise cls(message)
     raise errors.ApplyError(f"{kind}: {message}")
 
