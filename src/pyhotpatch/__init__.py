@@ -6,8 +6,6 @@ no third-party package. ``build``, ``package`` and ``cli`` are separate.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pyhotpatch.errors import (
     ApplyError,
     BaselineMismatch,
@@ -19,6 +17,10 @@ from pyhotpatch.errors import (
     SourceError,
     TransportError,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 __all__ = [

@@ -6,20 +6,21 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
-from pathlib import Path
-from typing import Any
 
-from pyhotpatch.package import Package
 from pyhotpatch.runtime import _config, _importhook
 from pyhotpatch.runtime._control import ControlServer
 from pyhotpatch.runtime._engine import ENGINE
+from pyhotpatch.runtime._log import logger
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pyhotpatch.package import Package
 
 __all__ = ["apply", "enable", "enabled", "revert", "status"]
-
-log = logging.getLogger("pyhotpatch")
 _state: dict[str, Any] = {"enabled": False, "server": None, "run_dir": None, "control": True}
 _locks = {"enable": threading.Lock()}
 
@@ -38,7 +39,7 @@ def enable(*, control: bool = True, run_dir: str | os.PathLike[str] | None = Non
             return
         _importhook.install(ENGINE)
         _state["control"] = control
-        _state["run_dir"] = Path(run_dir) if run_dir is not None else None
+        _state["run_dir"] = os.fspath(run_dir) if run_dir is not None else None
         if control:
             _start_server()
         os.register_at_fork(after_in_child=_after_fork)
@@ -48,7 +49,7 @@ def enable(*, control: bool = True, run_dir: str | os.PathLike[str] | None = Non
         try:
             ENGINE.apply(installed)
         except Exception:
-            log.exception("could not apply installed hotpatch %s", installed)
+            logger().exception("could not apply installed hotpatch %s", installed)
 
 
 def enabled() -> bool:
@@ -92,4 +93,4 @@ def _after_fork() -> None:
         try:
             _start_server()
         except Exception:
-            log.exception("could not serve the control socket in forked child %d", os.getpid())
+            logger().exception("could not serve the control socket in forked child %d", os.getpid())

@@ -4,13 +4,13 @@
 runtime in every process of the environment. ``PYHOTPATCH_RUN_DIR`` holds one
 control socket per process (default ``$XDG_RUNTIME_DIR/pyhotpatch``, else
 ``/tmp/pyhotpatch-<uid>``). ``PYHOTPATCH_PACKAGE`` names an installed package that
-``enable()`` applies at start-up, so new processes come up patched.
+``enable()`` applies at start-up, so new processes come up patched. Paths are
+plain strings: this module is imported at interpreter start and stays cheap.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -20,23 +20,22 @@ def wanted() -> bool:
     return os.environ.get("PYHOTPATCH", "").strip().lower() in _TRUE
 
 
-def run_dir() -> Path:
+def run_dir() -> str:
     """The directory of control sockets for this user."""
     explicit = os.environ.get("PYHOTPATCH_RUN_DIR")
     if explicit:
-        return Path(explicit)
+        return explicit
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg:
-        return Path(xdg) / "pyhotpatch"
-    return Path(f"/tmp/pyhotpatch-{os.getuid()}")
+        return os.path.join(xdg, "pyhotpatch")
+    return f"/tmp/pyhotpatch-{os.getuid()}"
 
 
-def installed_package() -> Path | None:
+def installed_package() -> str | None:
     """The package new processes must apply at start-up, if one is installed."""
-    value = os.environ.get("PYHOTPATCH_PACKAGE")
-    return Path(value) if value else None
+    return os.environ.get("PYHOTPATCH_PACKAGE") or None
 
 
-def socket_path(pid: int, directory: Path | None = None) -> Path:
+def socket_path(pid: int, directory: str | os.PathLike[str] | None = None) -> str:
     """The control socket of process ``pid``."""
-    return (directory or run_dir()) / f"{pid}.sock"
+    return os.path.join(os.fspath(directory) if directory is not None else run_dir(), f"{pid}.sock")

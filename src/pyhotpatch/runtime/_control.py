@@ -10,30 +10,29 @@ service; bad requests get an error reply and never reach the engine.
 from __future__ import annotations
 
 import atexit
-import base64
-import binascii
 import contextlib
-import logging
 import os
 import socket
 import stat
 import struct
 import threading
-from pathlib import Path
-from typing import Any
 
 from pyhotpatch.errors import HotpatchError, TransportError
 from pyhotpatch.runtime import _config, _wire
-from pyhotpatch.runtime._engine import Engine
+from pyhotpatch.runtime._log import logger
 
-log = logging.getLogger("pyhotpatch")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pyhotpatch.runtime._engine import Engine
 _TIMEOUT = 30.0  # seconds a client may take to send its request
 
 
 class ControlServer:
     """Serves the engine on this process's control socket."""
 
-    def __init__(self, engine: Engine, directory: Path | None = None) -> None:
+    def __init__(self, engine: Engine, directory: str | None = None) -> None:
         self.engine = engine
         self.directory = directory or _config.run_dir()
         self.pid = os.getpid()
@@ -44,9 +43,10 @@ class ControlServer:
     def start(self) -> None:
         """Create the socket and start serving on a daemon thread."""
         _secure_dir(self.directory)
-        self.path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(str(self.path))
+        sock.bind(self.path)
         os.chmod(self.path, 0o600)
         sock.listen(8)
         self._sock = sock
@@ -60,7 +60,8 @@ class ControlServer:
         if sock is not None:
             sock.close()
         if os.getpid() == self.pid:
-            self.path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
     def _serve(self) -> None:
         while self._sock is not None:
@@ -72,7 +73,7 @@ class ControlServer:
                 try:
                     self._handle(conn)
                 except Exception:
-                    log.exception("control request failed")
+                    logger().exception("control request failed")
 
     def _handle(self, conn: socket.socket) -> None:
         conn.settimeout(_TIMEOUT)
@@ -87,7 +88,7 @@ class ControlServer:
         except HotpatchError as exc:
             reply = _error(type(exc).__name__, str(exc))
         except Exception as exc:
-            log.exception("control request crashed")
+            logger().exception("control request crashed")
             reply = _error("InternalError", repr(exc))
         with contextlib.suppress(OSError, TransportError):
             _wire.send(conn, reply)
@@ -99,6 +100,9 @@ class ControlServer:
         if op == "status":
             return self.engine.status()
         if op == "apply":
+            import base64
+            import binascii
+
             blob = request.get("package")
             if not isinstance(blob, str):
                 raise TransportError("apply needs 'package': the package file as base64")
@@ -128,9 +132,9 @@ def _peer_allowed(conn: socket.socket) -> bool:
     return uid in (os.getuid(), 0)
 
 
-def _secure_dir(directory: Path) -> None:
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = directory.stat()
+def _secure_dir(directory: str) -> None:
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    info = os.stat(directory)
     if info.st_uid != os.getuid():
         raise TransportError(f"run directory {directory} belongs to another user")
     if stat.S_IMODE(info.st_mode) & 0o077:

@@ -13,41 +13,45 @@ Invariants:
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from types import CodeType, ModuleType
-from typing import Any
+from types import ModuleType
 
 from pyhotpatch.errors import ApplyError, BaselineMismatch, BusyError, NotActive
-from pyhotpatch.package import ModulePatch, Package, read_package
-from pyhotpatch.runtime._plan import (
-    MISSING,
-    Assign,
-    ModulePlan,
-    View,
-    apply_assigns,
-    plan_module,
-)
+from pyhotpatch.runtime._log import logger
 
-log = logging.getLogger("pyhotpatch")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import CodeType
+    from typing import Any
+
+    from pyhotpatch.package import ModulePatch, Package
+    from pyhotpatch.runtime._plan import Assign, ModulePlan
+
+# Planning needs the package reader and the compiler helpers; they are imported on the first
+# apply, not when the runtime is enabled, so that being ready costs almost nothing.
 
 
-@dataclass
 class ActivePatch:
     """The hotpatch currently applied in this process and how to undo it."""
 
-    package: Package
-    assigns: list[Assign]
-    caches: list[Any]
-    pending: dict[str, ModulePatch]
-    applied_at: float
-    functions: int
-    errors: list[str] = field(default_factory=list)
+    def __init__(
+        self,
+        package: Package,
+        assigns: list[Assign],
+        caches: list[Any],
+        pending: dict[str, ModulePatch],
+        functions: int,
+    ) -> None:
+        self.package = package
+        self.assigns = assigns
+        self.caches = caches
+        self.pending = pending
+        self.applied_at = time.time()
+        self.functions = functions
+        self.errors: list[str] = []
 
 
 class Engine:
@@ -64,6 +68,8 @@ class Engine:
 
     def apply(self, source: str | os.PathLike[str] | bytes | Package) -> dict[str, Any]:
         """Apply a package (replacing the active one); return a report of what changed."""
+        from pyhotpatch.package import Package, read_package
+
         package = source if isinstance(source, Package) else read_package(source)
         if not self._lock.acquire(blocking=False):
             raise BusyError("another apply or revert is in progress in this process")
@@ -81,6 +87,8 @@ class Engine:
             if active is None or active.package.manifest.id != patch_id:
                 current = active.package.manifest.id if active else "none"
                 raise NotActive(f"hotpatch {patch_id} is not active here (active: {current})")
+            from pyhotpatch.runtime._plan import Assign
+
             started = time.perf_counter()
             batch = [Assign(a.target, a.attr, a.old, a.new) for a in active.assigns]
             _commit(batch, [])
@@ -88,12 +96,14 @@ class Engine:
             pause = time.perf_counter() - started
             self._draining = [a.new for a in active.assigns if a.attr == "__code__"]
             self.active = None
-            log.info("hotpatch %s reverted in %.3f ms", patch_id, pause * 1e3)
+            logger().info("hotpatch %s reverted in %.3f ms", patch_id, pause * 1e3)
             return {"id": patch_id, "reverted": True, "pause_ms": round(pause * 1e3, 4)}
         finally:
             self._lock.release()
 
     def _apply(self, package: Package) -> dict[str, Any]:
+        from pyhotpatch.runtime._plan import View, plan_module
+
         manifest = package.manifest
         previous = self.active
         if previous is not None and previous.package.digest == package.digest:
@@ -125,9 +135,7 @@ class Engine:
                 a.new for a in previous.assigns if a.attr == "__code__" and a.key not in replaced
             ]
         functions = sum(p.functions for p in plans)
-        self.active = ActivePatch(
-            package, new_assigns + rebuilt, caches, pending, time.time(), functions
-        )
+        self.active = ActivePatch(package, new_assigns + rebuilt, caches, pending, functions)
         report = {
             "id": manifest.id,
             "title": manifest.title,
@@ -144,7 +152,7 @@ class Engine:
             "prepare_ms": round((prepared - started) * 1e3, 4),
             "pause_ms": round((swapped - prepared) * 1e3, 4),
         }
-        log.info("hotpatch %s applied: %s", manifest.id, report)
+        logger().info("hotpatch %s applied: %s", manifest.id, report)
         return report
 
     def pending(self) -> dict[str, ModulePatch]:
@@ -153,6 +161,8 @@ class Engine:
 
     def patch_imported(self, module: ModuleType) -> None:
         """Apply the active patch to a target module that was just imported."""
+        from pyhotpatch.runtime._plan import View, plan_module
+
         with self._lock:
             active = self.active
             if active is None or module.__name__ not in active.pending:
@@ -167,7 +177,7 @@ class Engine:
             except Exception as exc:
                 message = f"{module.__name__}: imported after install but not patched: {exc}"
                 active.errors.append(message)
-                log.error("hotpatch %s: %s", active.package.manifest.id, message)
+                logger().error("hotpatch %s: %s", active.package.manifest.id, message)
                 return
             active.assigns += plan.assigns + rebuilt
             active.caches += plan.caches
@@ -247,6 +257,8 @@ def _qual(code: CodeType) -> str:
 
 def _net(previous: list[Assign], new: list[Assign]) -> list[Assign]:
     """One batch that takes the process from the previous patch straight to the new one."""
+    from pyhotpatch.runtime._plan import Assign
+
     batch: dict[tuple[int, str], Assign] = {}
     for a in previous:
         batch.setdefault(a.key, Assign(a.target, a.attr, a.old, a.new))
@@ -258,6 +270,8 @@ def _net(previous: list[Assign], new: list[Assign]) -> list[Assign]:
 
 def _commit(batch: list[Assign], rebuilds: list[Any]) -> list[Assign]:
     """Write ``batch`` then run ``rebuilds``; on any failure restore every slot and raise."""
+    from pyhotpatch.runtime._plan import apply_assigns
+
     rebuilt: list[Assign] = []
     try:
         apply_assigns(batch)
@@ -275,6 +289,8 @@ def _commit(batch: list[Assign], rebuilds: list[Any]) -> list[Assign]:
 
 
 def _restore(batch: list[Assign]) -> None:
+    from pyhotpatch.runtime._plan import MISSING
+
     for a in reversed(batch):
         try:
             if a.old is MISSING:
@@ -283,7 +299,7 @@ def _restore(batch: list[Assign]) -> None:
             else:
                 setattr(a.target, a.attr, a.old)
         except Exception:
-            log.exception("could not restore %r.%s", a.target, a.attr)
+            logger().exception("could not restore %r.%s", a.target, a.attr)
 
 
 def _clear(caches: list[Any]) -> None:
@@ -291,7 +307,7 @@ def _clear(caches: list[Any]) -> None:
         try:
             cache.cache_clear()
         except Exception:
-            log.exception("could not clear cache %r", cache)
+            logger().exception("could not clear cache %r", cache)
 
 
 def _check_distribution(distribution: str, version: str, loaded: bool) -> None:
@@ -313,8 +329,3 @@ def _check_distribution(distribution: str, version: str, loaded: bool) -> None:
 
 
 ENGINE = Engine()
-
-
-def load_path(path: str | os.PathLike[str]) -> Package:
-    """Read a package file (helper for ``enable`` and the control socket)."""
-    return read_package(Path(path))

@@ -10,12 +10,15 @@ untouched and costs one dictionary lookup.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from importlib.machinery import ModuleSpec
-from types import ModuleType
-from typing import Any
 
-from pyhotpatch.runtime._engine import Engine
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
+    from typing import Any
+
+    from pyhotpatch.runtime._engine import Engine
 
 
 class PatchFinder:

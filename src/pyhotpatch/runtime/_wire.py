@@ -6,12 +6,14 @@ that is not a complete, bounded JSON object is a ``TransportError``.
 
 from __future__ import annotations
 
-import json
 import socket
 import struct
-from typing import Any
 
 from pyhotpatch.errors import TransportError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_FRAME = 32 * 1024 * 1024  # bytes; a base64 package of the largest allowed size fits
 _HEADER = struct.Struct(">I")
@@ -19,6 +21,8 @@ _HEADER = struct.Struct(">I")
 
 def send(sock: socket.socket, message: dict[str, Any]) -> None:
     """Send one message."""
+    import json
+
     data = json.dumps(message, separators=(",", ":")).encode()
     if len(data) > MAX_FRAME:
         raise TransportError(f"message of {len(data)} bytes exceeds the {MAX_FRAME}-byte limit")
@@ -27,6 +31,8 @@ def send(sock: socket.socket, message: dict[str, Any]) -> None:
 
 def recv(sock: socket.socket) -> dict[str, Any]:
     """Receive one message; raise ``TransportError`` on EOF, oversize or garbage."""
+    import json
+
     (length,) = _HEADER.unpack(_exactly(sock, _HEADER.size))
     if length > MAX_FRAME:
         raise TransportError(f"frame of {length} bytes exceeds the {MAX_FRAME}-byte limit")

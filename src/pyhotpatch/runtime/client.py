@@ -18,7 +18,10 @@ from pyhotpatch.runtime import _config, _wire
 
 
 def call(
-    pid: int, request: dict[str, Any], run_dir: Path | None = None, timeout: float = 60.0
+    pid: int,
+    request: dict[str, Any],
+    run_dir: str | os.PathLike[str] | None = None,
+    timeout: float = 60.0,
 ) -> Any:
     """Send one request to process ``pid`` and return its result."""
     path = _config.socket_path(pid, run_dir)
@@ -54,25 +57,27 @@ def call(
     raise errors.ApplyError(f"{kind}: {message}")
 
 
-def apply(pid: int, package: bytes | str | os.PathLike[str], run_dir: Path | None = None) -> Any:
+def apply(
+    pid: int, package: bytes | str | os.PathLike[str], run_dir: str | os.PathLike[str] | None = None
+) -> Any:
     """Apply a package (bytes or a path readable by the caller) in process ``pid``."""
     data = package if isinstance(package, bytes) else Path(package).read_bytes()
     return call(pid, {"op": "apply", "package": base64.b64encode(data).decode()}, run_dir)
 
 
-def revert(pid: int, patch_id: str, run_dir: Path | None = None) -> Any:
+def revert(pid: int, patch_id: str, run_dir: str | os.PathLike[str] | None = None) -> Any:
     """Revert the active hotpatch ``patch_id`` in process ``pid``."""
     return call(pid, {"op": "revert", "id": patch_id}, run_dir)
 
 
-def status(pid: int, run_dir: Path | None = None, timeout: float = 10.0) -> Any:
+def status(pid: int, run_dir: str | os.PathLike[str] | None = None, timeout: float = 10.0) -> Any:
     """The engine status of process ``pid``."""
     return call(pid, {"op": "status"}, run_dir, timeout)
 
 
-def processes(run_dir: Path | None = None) -> list[int]:
+def processes(run_dir: str | os.PathLike[str] | None = None) -> list[int]:
     """PIDs of live processes with a control socket; stale sockets are removed."""
-    directory = run_dir or _config.run_dir()
+    directory = Path(run_dir if run_dir is not None else _config.run_dir())
     pids = []
     for path in sorted(directory.glob("*.sock")) if directory.is_dir() else []:
         if not path.stem.isdigit():
