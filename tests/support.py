@@ -17,15 +17,23 @@ SUPPORTED = ("3.10", "3.11", "3.12", "3.13")
 
 
 def find_python(version: str) -> str | None:
-    """An interpreter for ``version`` (PATH, then pyenv), or None."""
+    """A working interpreter for ``version`` (pyenv's versions, then PATH), or None."""
     if f"{sys.version_info[0]}.{sys.version_info[1]}" == version:
         return sys.executable
-    found = shutil.which(f"python{version}")
-    if found:
-        return found
     root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
-    for candidate in sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"), reverse=True):
-        return candidate
+    candidates = sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"), reverse=True)
+    found = shutil.which(f"python{version}")
+    for candidate in [*candidates, *([found] if found else [])]:
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print(sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == str(
+            tuple(map(int, version.split(".")))
+        ):
+            return candidate
     return None
 
 
@@ -66,5 +74,7 @@ def run_json(python: str, code: str, paths: list[Path | str] = (), **kw: object)
     """Run ``code`` (which prints one JSON document last) and return the parsed document."""
     done = run_python(python, code, paths, **kw)  # type: ignore[arg-type]
     if done.returncode != 0:
-        raise AssertionError(f"subprocess failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        raise AssertionError(
+            f"subprocess failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+        )
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from types import CodeType
 
@@ -95,7 +95,9 @@ class ModuleDiffer:
             return
         self.old_code = compile(old_tree, self.path, "exec", dont_inherit=True)
         self.new_code = compile(new_tree, self.path, "exec", dont_inherit=True)
-        self.local_names = _bound_names(new_tree.body) | _bound_names(old_tree.body)
+        self.local_names = _own_names(new_tree.body, self.context.top_level) | _own_names(
+            old_tree.body, self.context.top_level
+        )
         old_future, new_future = _future(old_tree), _future(new_tree)
         if old_future != new_future:
             self._refuse(
@@ -144,39 +146,40 @@ class ModuleDiffer:
         self._other(old.other, new.other, scope)
 
     def _other(self, old: list[ast.stmt], new: list[ast.stmt], scope: tuple[str, ...]) -> None:
-        old_dumps: dict[str, int] = defaultdict(int)
-        for stmt in old:
-            old_dumps[au.dump(stmt)] += 1
-        new_dumps: dict[str, int] = defaultdict(int)
-        for stmt in new:
-            new_dumps[au.dump(stmt)] += 1
-        for stmt in new:
-            d = au.dump(stmt)
-            if old_dumps[d] >= new_dumps[d]:
-                continue
-            if au.is_type_checking(stmt):
-                self._ignore(stmt.lineno, "TYPE_CHECKING block changed (never runs)")
-            elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
-                self._ignore(stmt.lineno, "string statement changed (documentation)")
-            else:
-                kind = "conditional definition" if _defines(stmt) else "statement run at import"
-                where = f"class {'.'.join(scope)} body" if scope else "module level"
-                self._refuse(
-                    stmt.lineno,
-                    f"{kind} changed at {where}: import-time side effects cannot be replayed",
-                )
-            new_dumps[d] -= 1
-        for stmt in old:
-            d = au.dump(stmt)
-            if new_dumps[d] >= old_dumps[d] or au.is_type_checking(stmt):
-                continue
-            if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
-                continue
+        """Statements other than definitions, imports and assignments: they ran at import."""
+
+        def unmatched(mine: list[ast.stmt], theirs: list[ast.stmt], report: bool) -> list[ast.stmt]:
+            left = Counter(au.dump(s) for s in theirs)
+            out = []
+            for stmt in mine:
+                d = au.dump(stmt)
+                if left[d]:
+                    left[d] -= 1
+                elif not au.is_type_checking(stmt) and not _is_string(stmt):
+                    out.append(stmt)
+                elif report:
+                    self._ignore(
+                        stmt.lineno,
+                        "TYPE_CHECKING block changed (never runs)"
+                        if au.is_type_checking(stmt)
+                        else "string statement changed (documentation)",
+                    )
+            return out
+
+        added, removed = unmatched(new, old, True), unmatched(old, new, False)
+        where = f"class {'.'.join(scope)} body" if scope else "module level"
+        for stmt in added:
+            kind = "conditional definition" if _defines(stmt) else "statement run at import"
+            verb = "changed" if removed else "added"
+            self._refuse(
+                stmt.lineno,
+                f"{kind} {verb} at {where}: import-time side effects cannot be replayed",
+            )
+        for stmt in removed[len(added) :]:
             self._refuse(
                 self._new_line_near(stmt),
-                "statement run at import removed: its effects are already in the process",
+                f"statement run at import removed at {where}: its effects are already in the process",
             )
-            old_dumps[d] -= 1
 
     # -- imports and constants --------------------------------------------------------------
     def _imports(self, old: _Scope, new: _Scope, scope: tuple[str, ...]) -> None:
@@ -370,7 +373,15 @@ class ModuleDiffer:
         new_ref = self._store(self._segment(new, self.new_lines, decorators=False), new.lineno)
         fp = hashlib.sha256(au.identity(old).encode()).hexdigest()
         self.actions.append(
-            Action("function", scope, new.name, old_ref, new_ref, fp, rebind_defaults=rebind)
+            Action(
+                "function",
+                scope,
+                _mangle(scope, new.name),
+                old_ref,
+                new_ref,
+                fp,
+                rebind_defaults=rebind,
+            )
         )
         suffix = f" ({why})" if why else ""
         self.explain.swapped.append(
@@ -534,7 +545,7 @@ class ModuleDiffer:
         if not introduced:
             return
         for node in new.body:
-            if not isinstance(node, au.DEFS) or node.name not in changed:
+            if not isinstance(node, au.DEFS) or _mangle(scope, node.name) not in changed:
                 continue
             for attr, line in _self_reads(node):
                 if attr in introduced:
@@ -567,8 +578,9 @@ class ModuleDiffer:
                 if isinstance(stmt, (*au.DEFS, ast.ClassDef)) and stmt is not node:
                     decorators += stmt.decorator_list
             for stmt in node.body:
-                if not isinstance(
-                    stmt, (*au.DEFS, ast.ClassDef, ast.Assign, ast.AnnAssign, ast.Expr, ast.Pass)
+                if not (
+                    isinstance(stmt, (*au.DEFS, ast.ClassDef, ast.Assign, ast.AnnAssign, ast.Pass))
+                    or _is_string(stmt)
                 ):
                     self._refuse(
                         stmt.lineno, f"new class {label} runs code in its body at definition"
@@ -617,6 +629,7 @@ class ModuleDiffer:
         aliases: tuple[tuple[str, str], ...] = (),
     ) -> None:
         ref = self._store(text, line)
+        names = tuple(_mangle(scope, n) for n in names)
         self.values[scope].update(names)
         action = Action(kind, scope, "", new=ref, names=names, aliases=aliases)
         (self.rebuilds if kind == "rebuild" else self.actions).append(action)
@@ -777,6 +790,27 @@ def _targets(stmt: ast.stmt) -> list[str]:
     return []
 
 
+def _own_names(body: list[ast.stmt], top_level: set[str]) -> set[str]:
+    """Names the module defines itself or imports from its own distribution.
+
+    Calls to these run the distribution's own code; calls through other imported
+    modules (``os.urandom``, ``requests.get``) are not known to be free of side effects.
+    """
+    names = set()
+    for stmt in body:
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            source = stmt.module if isinstance(stmt, ast.ImportFrom) else None
+            own = isinstance(stmt, ast.ImportFrom) and (
+                stmt.level > 0 or (source or "").split(".")[0] in top_level
+            )
+            for alias in stmt.names:
+                if own or (isinstance(stmt, ast.Import) and alias.name.split(".")[0] in top_level):
+                    names.add(alias.asname or alias.name.split(".")[0])
+        else:
+            names |= _bound_names([stmt])
+    return names
+
+
 def _bound_names(body: list[ast.stmt]) -> set[str]:
     names: set[str] = set()
     for stmt in body:
@@ -837,6 +871,19 @@ def _literal(stmt: ast.stmt) -> bool:
         )
         for n in ast.walk(value)
     )
+
+
+def _mangle(scope: tuple[str, ...], name: str) -> str:
+    """The name a class body really binds for ``name`` (private names are mangled)."""
+    if scope and name.startswith("__") and not name.endswith("__"):
+        owner = scope[-1].lstrip("_")
+        if owner:
+            return f"_{owner}{name}"
+    return name
+
+
+def _is_string(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
 
 
 def _defines(stmt: ast.stmt) -> bool:

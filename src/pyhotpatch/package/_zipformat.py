@@ -135,7 +135,7 @@ def read_package(
         raise PackageError(f"package is larger than {limits.max_file_bytes} bytes")
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+    except (zipfile.BadZipFile, ValueError, OSError, NotImplementedError) as exc:
         raise PackageError(f"not a hotpatch package (bad zip: {exc})") from exc
     with zf:
         members = _check_members(zf.infolist(), limits)
@@ -143,7 +143,14 @@ def read_package(
         for info in members:
             try:
                 blob = zf.read(info)
-            except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError) as exc:
+            except (
+                zipfile.BadZipFile,
+                zlib.error,
+                ValueError,
+                OSError,
+                EOFError,
+                NotImplementedError,
+            ) as exc:
                 raise PackageError(f"package member {info.filename} is corrupt: {exc}") from exc
             if len(blob) != info.file_size:
                 raise PackageError(f"package member {info.filename} has the wrong size")
@@ -159,7 +166,11 @@ def read_package(
         ):
             raise PackageError(f"sources.json[{i}] must be a [sha256, text] pair")
         digest, text = pair
-        if hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest() != digest:
+        try:
+            raw = text.encode()
+        except UnicodeEncodeError as exc:
+            raise PackageError(f"sources.json[{i}] is not valid Unicode text") from exc
+        if hashlib.sha256(raw).hexdigest() != digest:
             raise PackageError(
                 f"sources.json[{i}] does not match its digest: the package was tampered with"
             )
