@@ -110,8 +110,10 @@ class ModuleDiffer:
         self._body(old_tree.body, new_tree.body, ())
         # definitions run in the order of the fixed file, as the module itself would run them
         self.actions.sort(key=lambda a: (a.kind == "bases", a.new.line if a.new else 0))
+        self._propagate(new_tree.body)
         self._find_rebuilds(new_tree.body, ())
         self.actions += self.rebuilds
+        self._stale_caches(new_tree.body, ())
 
     # -- bodies -----------------------------------------------------------------------------
     def _body(
@@ -306,10 +308,12 @@ class ModuleDiffer:
         scope: tuple[str, ...],
     ) -> None:
         label = _qual(scope, new.name)
-        if au.behaviour(old) == au.behaviour(new) and au.dump(old.decorator_list) == au.dump(
-            new.decorator_list
+        identical = au.dump(old) == au.dump(new)
+        if identical or (
+            au.behaviour(old) == au.behaviour(new)
+            and au.dump(old.decorator_list) == au.dump(new.decorator_list)
         ):
-            if au.dump(old) != au.dump(new):
+            if not identical:
                 self._ignore(new.lineno, f"{label}: docstring or annotations changed")
             defaults = (*new.args.defaults, *[d for d in new.args.kw_defaults if d is not None])
             if any(self._depends(d, scope) for d in defaults):
@@ -678,6 +682,45 @@ class ModuleDiffer:
                 aliases=self._aliases(scope, names),
             )
 
+    def _propagate(self, body: list[ast.stmt]) -> None:
+        """Count unchanged functions and classes that use changed code as changed too.
+
+        ``TABLE = [outer(i) for i in ...]`` must be rebuilt when ``outer`` is unchanged
+        but calls a changed ``inner``: calling it now gives other results.
+        """
+        units = {s.name: s for s in body if isinstance(s, (*au.DEFS, ast.ClassDef))}
+        grew = True
+        while grew:
+            grew = False
+            replaced = self.state_changed | self.values[()]
+            for name, node in units.items():
+                if name in self.state_changed:
+                    continue
+                if _names_used(node) & replaced:
+                    self.state_changed.add(name)
+                    grew = True
+
+    def _stale_caches(self, body: list[ast.stmt], scope: tuple[str, ...]) -> None:
+        """Clear caches of unchanged functions whose results came from changed code."""
+        swapped = {(a.scope, a.name) for a in self.actions if a.kind == "function"}
+        replaced = self.state_changed | self.values[()] | self.values[scope]
+        for node in body:
+            if isinstance(node, ast.ClassDef):
+                self._stale_caches(node.body, (*scope, node.name))
+                continue
+            if not isinstance(node, au.DEFS) or (scope, _mangle(scope, node.name)) in swapped:
+                continue
+            cached = any(
+                (au.decorator_name(d) or "").rsplit(".", 1)[-1] in _CACHES
+                for d in node.decorator_list
+            )
+            used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+            if cached and used & replaced:
+                self.actions.append(Action("clear", scope, _mangle(scope, node.name)))
+                self.explain.rebuilt.append(
+                    f"{self.path}:{node.lineno}: cache of {self.name}.{_qual(scope, node.name)} cleared"
+                )
+
     def _depends(self, expr: ast.AST, scope: tuple[str, ...]) -> bool:
         """Whether evaluating ``expr`` again would give another object after the patch."""
         replaced = self.values[scope] | self.values[()]
@@ -727,6 +770,7 @@ class ModuleDiffer:
         self.explain.ignored.append(f"{self.path}:{line}: {reason}")
 
 
+_CACHES = frozenset({"lru_cache", "cache"})
 _CONSTRUCTORS = frozenset(
     {"__init__", "__new__", "__post_init__", "__init_subclass__", "__set_name__"}
 )
@@ -880,6 +924,18 @@ def _mangle(scope: tuple[str, ...], name: str) -> str:
         if owner:
             return f"_{owner}{name}"
     return name
+
+
+def _names_used(node: ast.stmt) -> set[str]:
+    """Names a function uses, or that building an instance of a class may use."""
+    parts: list[ast.AST] = [node]
+    if isinstance(node, ast.ClassDef):
+        parts = [
+            s
+            for s in node.body
+            if not isinstance(s, (*au.DEFS, ast.ClassDef)) or s.name in _CONSTRUCTORS
+        ]
+    return {n.id for part in parts for n in ast.walk(part) if isinstance(n, ast.Name)}
 
 
 def _is_string(stmt: ast.stmt) -> bool:

@@ -10,6 +10,7 @@ data files included, so that changes to them can be refused.
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import hashlib
 import io
@@ -127,10 +128,12 @@ def fetch(name: str, version: str) -> Path:
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             files = sorted(tmp.glob("*"))
             if done.returncode == 0 and files:
-                if target.exists():
-                    shutil.rmtree(target)
-                tmp.rename(target)
-                return target / files[0].name
+                # another process may have fetched the same release meanwhile: keep theirs
+                with contextlib.suppress(OSError):
+                    tmp.rename(target)
+                kept = sorted(target.glob("*"))
+                if kept:
+                    return kept[0]
             errors.append(done.stderr.strip().splitlines()[-1:] or ["pip failed"])
         raise SourceError(f"cannot fetch {name}=={version} with pip: {errors[-1][0]}")
     finally:

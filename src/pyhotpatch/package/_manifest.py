@@ -27,7 +27,7 @@ CLASSIFICATIONS = (
     "Updates",
 )
 #: What an action does to the live module; see docs/engine.md.
-ACTION_KINDS = ("function", "define", "rebuild", "bases", "dataclass")
+ACTION_KINDS = ("function", "define", "rebuild", "bases", "dataclass", "clear")
 ROLES = ("function", "fget", "fset", "fdel")
 
 _ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
@@ -59,7 +59,8 @@ class Action:
     swap, to rebuild objects made at import time by changed code; ``bases``:
     set the bases of class ``scope`` to ``expression``; ``dataclass``: run the
     fixed dataclass definition ``name`` aside and copy its generated methods and
-    field defaults (``names``) onto the live class.
+    field defaults (``names``) onto the live class; ``clear``: empty the caches
+    (``lru_cache``, ``cache``) of ``scope.name``, whose results came from changed code.
     """
 
     kind: str
@@ -336,6 +337,7 @@ def _action_from(data: object, where: str) -> Action:
         "rebuild": (new is not None) != (expression is not None) and bool(names),
         "bases": expression is not None and bool(scope) and not name,
         "dataclass": new is not None and bool(name) and bool(names),
+        "clear": bool(name),
     }
     if not needs[kind]:
         raise PackageError(f"{where}: a {kind!r} action is missing required fields")

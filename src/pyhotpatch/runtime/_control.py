@@ -19,6 +19,7 @@ import threading
 
 from pyhotpatch.errors import HotpatchError, TransportError
 from pyhotpatch.runtime import _config, _wire
+from pyhotpatch.runtime._engine import responsive
 from pyhotpatch.runtime._log import logger
 
 TYPE_CHECKING = False
@@ -81,8 +82,9 @@ class ControlServer:
             _wire.send(conn, _error("PermissionDenied", "peer is neither this user nor root"))
             return
         try:
-            request = _wire.recv(conn)
-            reply = {"ok": True, "result": self._dispatch(request)}
+            with responsive():
+                request = _wire.recv(conn)
+                reply = {"ok": True, "result": self._dispatch(request)}
         except TransportError as exc:
             reply = _error("BadRequest", str(exc))
         except HotpatchError as exc:

@@ -12,18 +12,20 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
 import threading
 import time
-from types import ModuleType
+from types import FunctionType, ModuleType
 
 from pyhotpatch.errors import ApplyError, BaselineMismatch, BusyError, NotActive
 from pyhotpatch.runtime._log import logger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from types import CodeType
     from typing import Any
 
@@ -44,8 +46,13 @@ class ActivePatch:
         caches: list[Any],
         pending: dict[str, ModulePatch],
         functions: int,
+        nested: list[tuple[CodeType, CodeType]],
     ) -> None:
         self.package = package
+        #: modules imported before the patch; later ones may hold copies of patched values
+        self.modules_before = frozenset(sys.modules)
+        #: fixed nested code -> (fixed, baseline), to undo closures made while active
+        self.nested = {id(new): (new, old) for old, new in nested}
         self.assigns = assigns
         self.caches = caches
         self.pending = pending
@@ -70,13 +77,14 @@ class Engine:
         """Apply a package (replacing the active one); return a report of what changed."""
         from pyhotpatch.package import Package, read_package
 
-        package = source if isinstance(source, Package) else read_package(source)
-        if not self._lock.acquire(blocking=False):
-            raise BusyError("another apply or revert is in progress in this process")
-        try:
-            return self._apply(package)
-        finally:
-            self._lock.release()
+        with responsive():
+            package = source if isinstance(source, Package) else read_package(source)
+            if not self._lock.acquire(blocking=False):
+                raise BusyError("another apply or revert is in progress in this process")
+            try:
+                return self._apply(package)
+            finally:
+                self._lock.release()
 
     def revert(self, patch_id: str) -> dict[str, Any]:
         """Return the process to its baseline by undoing the active hotpatch ``patch_id``."""
@@ -90,6 +98,8 @@ class Engine:
             from pyhotpatch.runtime._plan import Assign
 
             started = time.perf_counter()
+            with responsive():
+                _adopt_strays(active)
             batch = [Assign(a.target, a.attr, a.old, a.new) for a in active.assigns]
             _commit(batch, [])
             _clear(active.caches)
@@ -109,6 +119,8 @@ class Engine:
         if previous is not None and previous.package.digest == package.digest:
             return {"id": manifest.id, "already_active": True, "pause_ms": 0.0}
         started = time.perf_counter()
+        if previous is not None:
+            _adopt_strays(previous)
         view = View(previous.assigns if previous else ())
         plans: list[ModulePlan] = []
         pending: dict[str, ModulePatch] = {}
@@ -135,7 +147,18 @@ class Engine:
                 a.new for a in previous.assigns if a.attr == "__code__" and a.key not in replaced
             ]
         functions = sum(p.functions for p in plans)
-        self.active = ActivePatch(package, new_assigns + rebuilt, caches, pending, functions)
+        self.active = ActivePatch(
+            package,
+            new_assigns + rebuilt,
+            caches,
+            pending,
+            functions,
+            [pair for p in plans for pair in p.nested],
+        )
+        if pending:
+            from pyhotpatch.runtime import _importhook
+
+            _importhook.install(self)
         report = {
             "id": manifest.id,
             "title": manifest.title,
@@ -181,6 +204,7 @@ class Engine:
                 return
             active.assigns += plan.assigns + rebuilt
             active.caches += plan.caches
+            active.nested.update({id(new): (new, old) for old, new in plan.nested})
             active.functions += plan.functions
 
     def status(self) -> dict[str, Any]:
@@ -247,12 +271,76 @@ class Engine:
         return {"complete": complete, "threads": threads, "suspended": suspended}
 
 
-_CODE_SLOTS = frozenset({"__code__", "__defaults__", "__kwdefaults__"})
+_SWITCH_INTERVAL = 0.0002  # seconds, while the engine works; CPython's default is 0.005
+
+
+@contextlib.contextmanager
+def responsive() -> Iterator[None]:
+    """Let application threads take the GIL back quickly while the engine reads and plans.
+
+    Reading a package and planning hold the GIL in many short steps; with CPython's
+    default 5 ms switch interval a request thread could wait that long for each. A
+    short interval bounds the stall it sees; the previous value is restored after.
+    """
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, _SWITCH_INTERVAL))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+
+
+_CODE_SLOTS = frozenset({"__code__", "__defaults__", "__kwdefaults__", "__bases__"})
+#: values that can be the same object by coincidence (interned), never tracked as copies
+_SHARED_VALUES = (int, float, complex, str, bytes, bool, type(None), tuple, frozenset)
 _SUSPENDABLE = {"generator": "gi_frame", "coroutine": "cr_frame", "async_generator": "ag_frame"}
 
 
 def _qual(code: CodeType) -> str:
     return str(getattr(code, "co_qualname", code.co_name))
+
+
+def _adopt_strays(active: ActivePatch) -> None:
+    """Record what the active patch reached after it was applied, so undoing it covers that too.
+
+    Closures made from fixed nested code, and ``from m import NAME`` copies of replaced
+    objects taken by modules imported while the patch was active, are added to its
+    assignments with their baseline values.
+    """
+    from pyhotpatch.runtime._plan import MISSING, Assign
+
+    known = {a.key for a in active.assigns}
+    extra: list[Assign] = []
+    if active.nested:
+        for obj in gc.get_objects():
+            if type(obj) is FunctionType:
+                pair = active.nested.get(id(obj.__code__))
+                if (
+                    pair is not None
+                    and obj.__code__ is pair[0]
+                    and (id(obj), "__code__") not in known
+                ):
+                    extra.append(Assign(obj, "__code__", pair[0], pair[1]))
+    copies = {
+        id(a.new): a
+        for a in active.assigns
+        if a.attr not in _CODE_SLOTS and a.new is not MISSING and a.old is not MISSING
+    }
+    if copies:
+        for module_name, module in list(sys.modules.items()):
+            namespace = getattr(module, "__dict__", None)
+            if module_name in active.modules_before or not isinstance(namespace, dict):
+                continue
+            for name, value in list(namespace.items()):
+                a = copies.get(id(value))
+                if a is None or value is not a.new or (id(module), name) in known:
+                    continue
+                # small ints and strings can be the same object by coincidence: for those,
+                # only a copy under the same name counts
+                if isinstance(value, _SHARED_VALUES) and name != a.attr:
+                    continue
+                extra.append(Assign(module, name, a.new, a.old))
+    active.assigns += extra
 
 
 def _net(previous: list[Assign], new: list[Assign]) -> list[Assign]:

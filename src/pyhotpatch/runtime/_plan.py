@@ -100,6 +100,8 @@ class ModulePlan:
     caches: list[Any] = field(default_factory=list)
     functions: int = 0
     skipped: int = 0
+    #: (baseline, fixed) code of nested functions, to find closures made later
+    nested: list[tuple[CodeType, CodeType]] = field(default_factory=list)
 
 
 _SLOTS = frozenset({"__code__", "__defaults__", "__kwdefaults__", "__bases__"})
@@ -181,6 +183,8 @@ def plan_module(
             except Exception as exc:
                 raise ApplyError(f"{label}: running the new definition failed: {exc!r}") from exc
             plan.assigns += _bind(owner, action.names, ns, action.aliases, view, label)
+        elif action.kind == "clear":
+            plan.caches += unwrap(view.get(owner, action.name))[1]
         elif action.kind == "dataclass":
             plan.assigns += _refresh_dataclass(
                 module, owner, patch, action, package, view, filename, flags, label
@@ -200,6 +204,7 @@ def plan_module(
             time.sleep(0)
     if nested:
         plan.assigns += _closures(nested, view)
+        plan.nested = [(old, new) for old, new, _ in nested.values()]
     return plan
 
 

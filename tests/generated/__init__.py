@@ -1,0 +1,1 @@
+"""Seeded generator of base modules, hotpatchable edits and refused edits (differential tests)."""
