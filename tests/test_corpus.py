@@ -47,7 +47,11 @@ def _run(case: Case, package: Path) -> dict[str, object]:
     environ["PYTHONPATH"] = os.pathsep.join([str(SRC), str(env_dir), str(CORPUS)])
     done = subprocess.run(
         [sys.executable, "-s", "-c", _RUNNER, case.check, str(package)],
-        capture_output=True, text=True, timeout=120, env=environ, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environ,
+        check=False,
     )
     assert done.returncode == 0, f"{case.key}:\n{done.stdout}\n{done.stderr}"
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -56,8 +60,12 @@ def _run(case: Case, package: Path) -> dict[str, object]:
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.hotpatchable], ids=lambda c: c.key)
 def test_fix_applies_to_live_process(case: Case, tmp_path: Path) -> None:
-    result = build(case.requirement(case.vulnerable), case.requirement(case.fixed),
-                   patch_id="KB9000001", cves=(case.cve,))
+    result = build(
+        case.requirement(case.vulnerable),
+        case.requirement(case.fixed),
+        patch_id="KB9000001",
+        cves=(case.cve,),
+    )
     package = tmp_path / f"{case.key}.hotpatch"
     result.write(package)
     outcome = _run(case, package)

@@ -42,7 +42,11 @@ def enable(*, control: bool = True, run_dir: str | os.PathLike[str] | None = Non
         _state["run_dir"] = os.fspath(run_dir) if run_dir is not None else None
         if control:
             _start_server()
-        os.register_at_fork(after_in_child=_after_fork)
+        os.register_at_fork(
+            before=ENGINE.before_fork,
+            after_in_parent=ENGINE.after_fork_in_parent,
+            after_in_child=_after_fork,
+        )
         _state["enabled"] = True
     installed = _config.installed_package()
     if installed is not None and ENGINE.active is None:

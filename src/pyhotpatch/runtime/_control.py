@@ -16,10 +16,10 @@ import socket
 import stat
 import struct
 import threading
+import time
 
 from pyhotpatch.errors import HotpatchError, TransportError
 from pyhotpatch.runtime import _config, _wire
-from pyhotpatch.runtime._engine import responsive
 from pyhotpatch.runtime._log import logger
 
 TYPE_CHECKING = False
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from pyhotpatch.runtime._engine import Engine
-_TIMEOUT = 30.0  # seconds a client may take to send its request
+_TIMEOUT = 30.0  # seconds a client may take to send its whole request
+_MAX_CONNECTIONS = 4  # served at once; more are turned away with an error
 
 
 class ControlServer:
@@ -39,6 +40,7 @@ class ControlServer:
         self.pid = os.getpid()
         self.path = _config.socket_path(self.pid, self.directory)
         self._sock: socket.socket | None = None
+        self._slots = threading.BoundedSemaphore(_MAX_CONNECTIONS)
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -70,30 +72,38 @@ class ControlServer:
                 conn, _ = self._sock.accept()
             except OSError:
                 return
+            if not self._slots.acquire(blocking=False):
+                with conn:
+                    _reply(conn, _error("Busy", "too many control connections; try again"))
+                continue
+            threading.Thread(
+                target=self._connection, args=(conn,), name="pyhotpatch-control-conn", daemon=True
+            ).start()
+
+    def _connection(self, conn: socket.socket) -> None:
+        try:
             with conn:
-                try:
-                    self._handle(conn)
-                except Exception:
-                    logger().exception("control request failed")
+                self._handle(conn)
+        except Exception:  # the service must keep running
+            logger().exception("control request failed")
+        finally:
+            self._slots.release()
 
     def _handle(self, conn: socket.socket) -> None:
-        conn.settimeout(_TIMEOUT)
         if not _peer_allowed(conn):
-            _wire.send(conn, _error("PermissionDenied", "peer is neither this user nor root"))
+            _reply(conn, _error("PermissionDenied", "peer is neither this user nor root"))
             return
         try:
-            with responsive():
-                request = _wire.recv(conn)
-                reply = {"ok": True, "result": self._dispatch(request)}
+            request = _wire.recv(conn, deadline=time.monotonic() + _TIMEOUT)
+            reply = {"ok": True, "result": self._dispatch(request)}
         except TransportError as exc:
             reply = _error("BadRequest", str(exc))
         except HotpatchError as exc:
             reply = _error(type(exc).__name__, str(exc))
-        except Exception as exc:
+        except Exception as exc:  # reported to the client, process keeps serving
             logger().exception("control request crashed")
             reply = _error("InternalError", repr(exc))
-        with contextlib.suppress(OSError, TransportError):
-            _wire.send(conn, reply)
+        _reply(conn, reply)
 
     def _dispatch(self, request: dict[str, Any]) -> Any:
         op = request.get("op")
@@ -119,6 +129,12 @@ class ControlServer:
                 raise TransportError("revert needs 'id': the hotpatch id")
             return self.engine.revert(patch_id)
         raise TransportError(f"unknown op {op!r}; expected ping, status, apply or revert")
+
+
+def _reply(conn: socket.socket, reply: dict[str, Any]) -> None:
+    conn.settimeout(_TIMEOUT)
+    with contextlib.suppress(OSError, TransportError):
+        _wire.send(conn, reply)
 
 
 def _error(kind: str, message: str) -> dict[str, Any]:

@@ -49,6 +49,8 @@ class ActivePatch:
         nested: list[tuple[CodeType, CodeType]],
     ) -> None:
         self.package = package
+        #: every target module, patched again whenever it is (re)imported
+        self.targets = {m.name: m for t in package.manifest.targets for m in t.modules}
         #: modules imported before the patch; later ones may hold copies of patched values
         self.modules_before = frozenset(sys.modules)
         #: fixed nested code -> (fixed, baseline), to undo closures made while active
@@ -69,6 +71,14 @@ class Engine:
         self.active: ActivePatch | None = None
         self._draining: list[CodeType] = []
 
+    def before_fork(self) -> None:
+        """Hold forks until a running apply or revert has finished (no half-applied child)."""
+        self._lock.acquire()
+
+    def after_fork_in_parent(self) -> None:
+        """Let the parent go on after a fork."""
+        self._lock.release()
+
     def reset_after_fork(self) -> None:
         """Give a forked child fresh locks; the active patch is inherited as it is."""
         self._lock = threading.RLock()
@@ -79,12 +89,12 @@ class Engine:
 
         with responsive():
             package = source if isinstance(source, Package) else read_package(source)
-            if not self._lock.acquire(blocking=False):
-                raise BusyError("another apply or revert is in progress in this process")
-            try:
-                return self._apply(package)
-            finally:
-                self._lock.release()
+        if not self._lock.acquire(blocking=False):
+            raise BusyError("another apply or revert is in progress in this process")
+        try:
+            return self._apply(package)
+        finally:
+            self._lock.release()
 
     def revert(self, patch_id: str) -> dict[str, Any]:
         """Return the process to its baseline by undoing the active hotpatch ``patch_id``."""
@@ -104,7 +114,7 @@ class Engine:
             _commit(batch, [])
             _clear(active.caches)
             pause = time.perf_counter() - started
-            self._draining = [a.new for a in active.assigns if a.attr == "__code__"]
+            self._drain([a.old for a in batch if a.attr == "__code__"])
             self.active = None
             logger().info("hotpatch %s reverted in %.3f ms", patch_id, pause * 1e3)
             return {"id": patch_id, "reverted": True, "pause_ms": round(pause * 1e3, 4)}
@@ -119,20 +129,23 @@ class Engine:
         if previous is not None and previous.package.digest == package.digest:
             return {"id": manifest.id, "already_active": True, "pause_ms": 0.0}
         started = time.perf_counter()
-        if previous is not None:
-            _adopt_strays(previous)
-        view = View(previous.assigns if previous else ())
         plans: list[ModulePlan] = []
         pending: dict[str, ModulePatch] = {}
-        for target in manifest.targets:
-            loaded = [m for m in target.modules if m.name in sys.modules]
-            _check_distribution(target.distribution, target.baseline_version, bool(loaded))
-            for module_patch in target.modules:
-                module = sys.modules.get(module_patch.name)
-                if not isinstance(module, ModuleType):
-                    pending[module_patch.name] = module_patch
-                    continue
-                plans.append(plan_module(module, module_patch, package, view))
+        with responsive():
+            if previous is not None:
+                _adopt_strays(previous)
+            view = View(previous.assigns if previous else ())
+            for target in manifest.targets:
+                loaded = [m for m in target.modules if m.name in sys.modules]
+                _check_distribution(target.distribution, target.baseline_version, bool(loaded))
+                for module_patch in target.modules:
+                    module = sys.modules.get(module_patch.name)
+                    if not isinstance(module, ModuleType):
+                        pending[module_patch.name] = module_patch
+                        continue
+                    plans.append(plan_module(module, module_patch, package, view))
+        # the swap below runs with the normal switch interval: it takes microseconds, and
+        # no other thread should run between its steps
         prepared = time.perf_counter()
         new_assigns = [a for p in plans for a in p.assigns]
         batch = _net(previous.assigns if previous else [], new_assigns)
@@ -140,12 +153,7 @@ class Engine:
         caches = [c for p in plans for c in p.caches]
         _clear(caches + (previous.caches if previous else []))
         swapped = time.perf_counter()
-        replaced = {a.key for a in new_assigns}
-        self._draining = [a.old for a in new_assigns if a.attr == "__code__"]
-        if previous is not None:
-            self._draining += [
-                a.new for a in previous.assigns if a.attr == "__code__" and a.key not in replaced
-            ]
+        self._drain([a.old for a in batch if a.attr == "__code__"])
         functions = sum(p.functions for p in plans)
         self.active = ActivePatch(
             package,
@@ -178,9 +186,14 @@ class Engine:
         logger().info("hotpatch %s applied: %s", manifest.id, report)
         return report
 
-    def pending(self) -> dict[str, ModulePatch]:
-        """Target modules of the active patch that have not been imported yet."""
-        return self.active.pending if self.active is not None else {}
+    def _drain(self, codes: list[CodeType]) -> None:
+        """Track code the last swap replaced, keeping earlier swaps' unfinished drains."""
+        known = {id(c) for c in self._draining}
+        self._draining += [c for c in codes if id(c) not in known]
+
+    def targets(self) -> dict[str, ModulePatch]:
+        """Modules the active patch applies to when they are imported (again)."""
+        return self.active.targets if self.active is not None else {}
 
     def patch_imported(self, module: ModuleType) -> None:
         """Apply the active patch to a target module that was just imported."""
@@ -188,9 +201,10 @@ class Engine:
 
         with self._lock:
             active = self.active
-            if active is None or module.__name__ not in active.pending:
+            if active is None or module.__name__ not in active.targets:
                 return
-            module_patch = active.pending.pop(module.__name__)
+            module_patch = active.targets[module.__name__]
+            active.pending.pop(module.__name__, None)
             try:
                 plan = plan_module(
                     module, module_patch, active.package, View(active.assigns), False
@@ -321,25 +335,25 @@ def _adopt_strays(active: ActivePatch) -> None:
                     and (id(obj), "__code__") not in known
                 ):
                     extra.append(Assign(obj, "__code__", pair[0], pair[1]))
-    copies = {
-        id(a.new): a
-        for a in active.assigns
-        if a.attr not in _CODE_SLOTS and a.new is not MISSING and a.old is not MISSING
-    }
+    copies: dict[int, list[Assign]] = {}
+    for a in active.assigns:
+        if a.attr not in _CODE_SLOTS and a.new is not MISSING and a.old is not MISSING:
+            copies.setdefault(id(a.new), []).append(a)
     if copies:
         for module_name, module in list(sys.modules.items()):
             namespace = getattr(module, "__dict__", None)
             if module_name in active.modules_before or not isinstance(namespace, dict):
                 continue
             for name, value in list(namespace.items()):
-                a = copies.get(id(value))
-                if a is None or value is not a.new or (id(module), name) in known:
+                if (id(module), name) in known:
                     continue
                 # small ints and strings can be the same object by coincidence: for those,
                 # only a copy under the same name counts
-                if isinstance(value, _SHARED_VALUES) and name != a.attr:
-                    continue
-                extra.append(Assign(module, name, a.new, a.old))
+                same = [a for a in copies.get(id(value), ()) if a.new is value]
+                if isinstance(value, _SHARED_VALUES):
+                    same = [a for a in same if a.attr == name]
+                if same:
+                    extra.append(Assign(module, name, value, same[0].old))
     active.assigns += extra
 
 

@@ -30,8 +30,8 @@ class PatchFinder:
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
-        """Find ``fullname`` with the other finders; wrap its loader if it awaits a patch."""
-        if fullname not in self.engine.pending():
+        """Find ``fullname`` with the other finders; wrap its loader if the patch targets it."""
+        if fullname not in self.engine.targets():
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):

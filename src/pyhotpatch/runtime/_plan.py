@@ -476,13 +476,18 @@ def _bind(
 
 def apply_assigns(assigns: list[Assign], forward: bool = True) -> None:
     """Write a batch of assignments with as little Python between the stores as possible."""
+    from collections import deque
+    from itertools import chain
+
     pick: Callable[[Assign], Any] = (lambda a: a.new) if forward else (lambda a: a.old)
     deletes = [a for a in assigns if pick(a) is MISSING]
     sets = [a for a in assigns if pick(a) is not MISSING]
-    from collections import deque
-
-    deque(map(delattr, [a.target for a in deletes], [a.attr for a in deletes]), maxlen=0)
+    del_targets, del_attrs = [a.target for a in deletes], [a.attr for a in deletes]
+    set_targets, set_attrs = [a.target for a in sets], [a.attr for a in sets]
+    values = [pick(a) for a in sets]
+    # one C-level loop: no bytecode runs between the stores, so no other thread can
+    # observe a half-written batch (unless an audit hook written in Python is installed)
     deque(
-        map(setattr, [a.target for a in sets], [a.attr for a in sets], [pick(a) for a in sets]),
+        chain(map(delattr, del_targets, del_attrs), map(setattr, set_targets, set_attrs, values)),
         maxlen=0,
     )

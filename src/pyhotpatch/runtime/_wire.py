@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 from pyhotpatch.errors import TransportError
 
@@ -29,15 +30,19 @@ def send(sock: socket.socket, message: dict[str, Any]) -> None:
     sock.sendall(_HEADER.pack(len(data)) + data)
 
 
-def recv(sock: socket.socket) -> dict[str, Any]:
-    """Receive one message; raise ``TransportError`` on EOF, oversize or garbage."""
+def recv(sock: socket.socket, deadline: float | None = None) -> dict[str, Any]:
+    """Receive one message; raise ``TransportError`` on EOF, oversize, garbage or deadline.
+
+    ``deadline`` (a ``time.monotonic()`` value) bounds the whole message, so a client
+    that trickles bytes cannot hold the connection open.
+    """
     import json
 
-    (length,) = _HEADER.unpack(_exactly(sock, _HEADER.size))
+    (length,) = _HEADER.unpack(_exactly(sock, _HEADER.size, deadline))
     if length > MAX_FRAME:
         raise TransportError(f"frame of {length} bytes exceeds the {MAX_FRAME}-byte limit")
     try:
-        message = json.loads(_exactly(sock, length).decode())
+        message = json.loads(_exactly(sock, length, deadline).decode())
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise TransportError(f"frame is not JSON: {exc}") from exc
     if not isinstance(message, dict):
@@ -45,9 +50,14 @@ def recv(sock: socket.socket) -> dict[str, Any]:
     return message
 
 
-def _exactly(sock: socket.socket, n: int) -> bytes:
+def _exactly(sock: socket.socket, n: int, deadline: float | None) -> bytes:
     chunks = []
     while n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TransportError("control request took too long to arrive")
+            sock.settimeout(left)
         try:
             chunk = sock.recv(min(n, 1 << 20))
         except OSError as exc:

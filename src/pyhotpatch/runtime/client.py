@@ -36,7 +36,10 @@ def call(
             ) from None
         except OSError as exc:
             raise TransportError(f"cannot connect to process {pid} at {path}: {exc}") from exc
-        _wire.send(sock, request)
+        try:
+            _wire.send(sock, request)
+        except OSError as exc:
+            raise TransportError(f"process {pid} closed its control socket: {exc}") from exc
         reply = _wire.recv(sock)
     finally:
         sock.close()
@@ -54,6 +57,8 @@ def call(
         and cls is not errors.NotHotpatchable
     ):
         raise cls(message)
+    if kind in ("BadRequest", "PermissionDenied", "Busy"):
+        raise TransportError(f"{kind}: {message}")
     raise errors.ApplyError(f"{kind}: {message}")
 
 
