@@ -27,6 +27,8 @@ def python3() -> str:
 def child_env(paths: Sequence[Path | str] = (), **extra: str) -> dict[str, str]:
     """Environment for a child on python3: ``src`` plus ``paths`` importable, no PYHOTPATCH*."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYHOTPATCH")}
+    # an installed service runs from cached bytecode; measure that, not recompiling each start
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), *map(str, paths)])
     env.update(extra)
     return env

@@ -355,18 +355,26 @@ def inside_apply(thread):
     return False
 
 def start_big_apply():
+    # start the big apply on a thread and hold it just before its swap until released
     box = {{}}
+    held, release = threading.Event(), threading.Event()
+    def hold(frame, event, arg):
+        if event == "call" and frame.f_code.co_name == "_commit" and not held.is_set():
+            held.set()
+            release.wait(20)
     def run():
+        sys.setprofile(hold)
         try:
             box["report"] = ENGINE.apply(big)
         except Exception as exc:
             box["error"] = repr(exc)
+        finally:
+            sys.setprofile(None)
     worker = threading.Thread(target=run, name="big-apply")
+    worker.release = release
     worker.start()
-    while not inside_apply(worker):
-        if not worker.is_alive():
-            raise AssertionError("the big apply ended before it was seen running: " + repr(box))
-        time.sleep(0.0005)
+    if not held.wait(20) or not inside_apply(worker):
+        raise AssertionError("the big apply was not seen running: " + repr(box))
     return worker, box
 
 def patched_count():
@@ -422,6 +430,7 @@ def test_revert_apply_and_socket_during_apply_are_busy(
                 seen.append("busy")
         still_running = worker.is_alive()
         status = ENGINE.status()
+        worker.release.set()
         worker.join()
         result = [seen, still_running, status["pid"], box.get("error")]
         """
@@ -437,7 +446,7 @@ def test_revert_apply_and_socket_during_apply_are_busy(
     child.ask("worker, box = start_big_apply()")
     with pytest.raises(BusyError):
         client.apply(child.pid, demo.data("kb1"), kids.run_dir)
-    child.ask("worker.join(); result = box")
+    child.ask("worker.release.set(); worker.join(); result = box")
     status = client.status(child.pid, kids.run_dir)
     assert status["active"]["id"] == "KBBIG"
     assert child.ask("result = patched_count()") == big.count

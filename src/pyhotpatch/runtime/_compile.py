@@ -13,6 +13,7 @@ import __future__
 
 import ast
 from types import CodeType
+from typing import TypeVar
 
 from pyhotpatch.errors import PackageError
 
@@ -20,15 +21,20 @@ from pyhotpatch.errors import PackageError
 def parse_unit(source: str, line: int) -> ast.stmt:
     """Parse one statement taken verbatim from a file, whose first line is line ``line``."""
     indented = source[:1] in (" ", "\t")
+    # Blank lines in front put the statement at its line without walking the tree afterwards;
+    # an indented statement sits in an ``if 1:`` block on the line before it.
+    pad = "\n" * max(line - 2, 0) + "if 1:\n" if indented else "\n" * (line - 1)
+    text = pad + source
     try:
-        tree = ast.parse("if 1:\n" + source if indented else source)
+        tree = ast.parse(text)
     except SyntaxError as exc:
         raise PackageError(f"package source at line {line} does not parse: {exc.msg}") from exc
     body = tree.body[0].body if indented and isinstance(tree.body[0], ast.If) else tree.body
     if len(body) != 1:
         raise PackageError(f"package source at line {line} is not exactly one statement")
     stmt = body[0]
-    ast.increment_lineno(stmt, line - 1 - (1 if indented else 0))
+    if stmt.lineno != line and not (indented and line == 1):
+        ast.increment_lineno(stmt, line - stmt.lineno)
     return stmt
 
 
@@ -54,13 +60,23 @@ def wrap_in_scope(
     """
     node: ast.stmt = stmt
     for name in reversed(scope):
-        node = ast.ClassDef(name=name, bases=[], keywords=[], body=[node], decorator_list=[])
-        ast.copy_location(node, stmt)
+        node = _located(
+            ast.ClassDef(name=name, bases=[], keywords=[], body=[node], decorator_list=[]), stmt
+        )
     declared: list[ast.stmt] = [
-        ast.copy_location(ast.Import(names=[ast.alias(name=n)]), stmt) for n in imports
+        _located(ast.Import(names=[_located(ast.alias(name=n), stmt)]), stmt) for n in imports
     ]
-    module = ast.Module(body=[*declared, node], type_ignores=[])
-    return ast.fix_missing_locations(module)
+    return ast.Module(body=[*declared, node], type_ignores=[])
+
+
+_Node = TypeVar("_Node", ast.stmt, ast.alias)
+
+
+def _located(node: _Node, where: ast.stmt) -> _Node:
+    """``node`` with the location of ``where`` (only the new nodes need one; no tree walk)."""
+    node.lineno, node.col_offset = where.lineno, where.col_offset
+    node.end_lineno, node.end_col_offset = where.end_lineno, where.end_col_offset
+    return node
 
 
 def compile_function(

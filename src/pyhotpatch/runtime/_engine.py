@@ -294,13 +294,18 @@ def responsive() -> Iterator[None]:
 
     Reading a package and planning hold the GIL in many short steps; with CPython's
     default 5 ms switch interval a request thread could wait that long for each. A
-    short interval bounds the stall it sees; the previous value is restored after.
+    short interval bounds the stall it sees, and the cyclic collector waits until the
+    engine is done; both are restored after.
     """
     interval = sys.getswitchinterval()
+    collecting = gc.isenabled()
     sys.setswitchinterval(min(interval, _SWITCH_INTERVAL))
+    gc.disable()  # a full collection triggered by parsing would stall every thread at once
     try:
         yield
     finally:
+        if collecting:
+            gc.enable()
         sys.setswitchinterval(interval)
 
 
@@ -413,17 +418,23 @@ def _clear(caches: list[Any]) -> None:
 
 
 def _check_distribution(distribution: str, version: str, loaded: bool) -> None:
-    """Refuse a package for a distribution this process does not run at the baseline version."""
+    """Refuse a package for a distribution this process cannot be running at the baseline.
+
+    When target modules are loaded, their live code is checked by fingerprint, which is
+    what counts (the files on disk may already be newer than the code in memory). When
+    none is, the modules will be imported from disk, so the installed version must be
+    the baseline.
+    """
+    if loaded:
+        return
     from importlib import metadata
 
     try:
         installed = metadata.version(distribution)
     except metadata.PackageNotFoundError:
-        if not loaded:
-            raise BaselineMismatch(
-                f"distribution {distribution} is not installed in this process's environment"
-            ) from None
-        return
+        raise BaselineMismatch(
+            f"distribution {distribution} is not installed in this process's environment"
+        ) from None
     if installed != version:
         raise BaselineMismatch(
             f"{distribution} {installed} is installed here; the package is for {distribution} {version}"
