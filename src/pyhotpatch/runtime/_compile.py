@@ -12,6 +12,7 @@ from __future__ import annotations
 import __future__
 
 import ast
+import re
 from types import CodeType
 from typing import TypeVar
 
@@ -88,6 +89,19 @@ def compile_function(
     imports: tuple[str, ...] = (),
 ) -> CodeType:
     """The code object of the function defined by ``source`` inside classes ``scope``."""
+    fast = _compile_text(source, line, scope, filename, flags, imports)
+    return fast if fast is not None else _compile_ast(source, line, scope, filename, flags, imports)
+
+
+def _compile_ast(
+    source: str,
+    line: int,
+    scope: tuple[str, ...],
+    filename: str,
+    flags: int,
+    imports: tuple[str, ...],
+) -> CodeType:
+    """``compile_function`` through the AST: works for any text, at about half the speed."""
     stmt = parse_unit(source, line)
     if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
         raise PackageError(f"package source at line {line} is not a function definition")
@@ -96,6 +110,47 @@ def compile_function(
     for name in scope:
         code = _child(code, name, line)
     return _child(code, stmt.name, line)
+
+
+_DEF = re.compile(r"[ \t]*(?:async[ \t]+)?def[ \t]+([A-Za-z_][A-Za-z0-9_]*)[ \t]*\(")
+
+
+def _compile_text(
+    source: str,
+    line: int,
+    scope: tuple[str, ...],
+    filename: str,
+    flags: int,
+    imports: tuple[str, ...],
+) -> CodeType | None:
+    """Compile straight from text when the wrapper fits in front of the definition.
+
+    The common case, and about twice as fast as building and compiling an AST: the
+    import declarations share one line, each enclosing class gets a header line
+    indented one space deeper, and blank lines put the definition at its real line.
+    Returns None when there is no room or the text is unusual; the AST path decides.
+    """
+    match = _DEF.match(source)
+    indent = len(source) - len(source.lstrip(" "))
+    header_lines = len(scope) + (1 if imports else 0)
+    if match is None or line <= header_lines or indent < len(scope) or (scope and not indent):
+        return None
+    parts = ["\n" * (line - 1 - header_lines)]
+    if imports:
+        parts.append("import " + ", ".join(imports) + "\n")
+    parts += [" " * depth + f"class {name}:\n" for depth, name in enumerate(scope)]
+    try:
+        code: CodeType = compile(
+            "".join(parts) + source, filename, "exec", flags=flags, dont_inherit=True
+        )
+    except (SyntaxError, ValueError):
+        return None
+    for name in scope:
+        code = _child(code, name, line)
+    try:
+        return _child(code, match.group(1), line)
+    except PackageError:
+        return None
 
 
 def compile_in_scope(
