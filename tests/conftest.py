@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
+from procs.harness import Children, Demo, build_demo
 from support import SUPPORTED, find_python
 
 
@@ -23,3 +25,17 @@ def python(request: pytest.FixtureRequest) -> str:
             pytest.fail(f"CPython {version} is required (PYHOTPATCH_REQUIRE_PYTHONS) but not found")
         pytest.skip(f"CPython {version} not installed")
     return exe
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    """The demo target's baseline and two cumulative hotpatches, built once per module."""
+    return build_demo(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture
+def kids(python: str) -> Iterator[Children]:
+    """Child processes of one interpreter sharing a run directory; all ended at teardown."""
+    children = Children(python)
+    yield children
+    children.close()

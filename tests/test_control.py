@@ -20,12 +20,15 @@ from typing import Any
 import pytest
 
 from procs.harness import (
+    BASE,
+    FIXED1,
+    FIXED2,
+    PROBE,
     Big,
     Children,
     Demo,
     b64,
     build_big,
-    build_demo,
     decode_reply,
     frame,
     hotpatch,
@@ -35,34 +38,10 @@ from procs.harness import (
 from pyhotpatch import BaselineMismatch, BusyError, NotActive, PackageError, TransportError
 from pyhotpatch.runtime import client
 
-PROBE = r"""
-import phdemo_target as t
-result = {
-    "version": t.version(),
-    "dotdot": t.validate("../etc/passwd"),
-    "backslash": t.validate("a\\b"),
-}
-"""
-BASE = {"version": "1.0", "dotdot": True, "backslash": True}
-FIXED1 = {"version": "1.1", "dotdot": False, "backslash": True}
-FIXED2 = {"version": "1.2", "dotdot": False, "backslash": False}
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
-    return build_demo(tmp_path_factory.mktemp("demo"))
-
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Big:
     return build_big(tmp_path_factory.mktemp("big"))
-
-
-@pytest.fixture
-def kids(python: str) -> Iterator[Children]:
-    children = Children(python)
-    yield children
-    children.close()
 
 
 @pytest.fixture

@@ -17,12 +17,9 @@ prints a case's edits and diff.
 
 from __future__ import annotations
 
-import functools
-import glob
 import json
 import os
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,25 +122,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     return Workspace(tmp_path_factory.mktemp("generated"))
 
 
-@functools.cache
-def _real_python(python: str) -> str:
-    """``python`` itself, or the interpreter behind a pyenv shim that will not run it here."""
-    done = subprocess.run(
-        [python, "-c", "import sys; print(sys.executable)"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if done.returncode == 0 and done.stdout.strip():
-        return done.stdout.strip()
-    name = Path(python).name
-    root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
-    found = sorted(glob.glob(f"{root}/versions/{name.removeprefix('python')}.*/bin/{name}"))
-    assert found, f"cannot run {python}: {done.stderr.strip()}"
-    return found[-1]
-
-
 def _run(python: str, mode: str, roots: dict[int, Path], built: list[Built], tmp: Path) -> Any:
     """Run the cases of ``built`` whose seed has a root, in ``mode``; results by seed."""
     cases = [
@@ -170,7 +148,7 @@ def _run(python: str, mode: str, roots: dict[int, Path], built: list[Built], tmp
         f"sys.argv = ['runner', {str(job)!r}]\n"
         f"runpy.run_path({str(RUNNER)!r}, run_name='__main__')\n"
     )
-    result = run_json(_real_python(python), code, timeout=120, env={"PYTHONDONTWRITEBYTECODE": "1"})
+    result = run_json(python, code, timeout=120, env={"PYTHONDONTWRITEBYTECODE": "1"})
     assert isinstance(result, dict)
     return {int(k): v for k, v in result.items()}
 

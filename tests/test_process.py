@@ -6,19 +6,21 @@ import json
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from procs.harness import (
+    BASE,
+    FIXED1,
+    FIXED2,
+    PROBE,
     PROCS,
     Child,
     ChildError,
     Children,
     Demo,
-    build_demo,
     end_pid,
     make_venv,
     pid_alive,
@@ -28,31 +30,8 @@ from pyhotpatch import BaselineMismatch
 from pyhotpatch.runtime import client
 from support import SRC
 
-PROBE = r"""
-import phdemo_target as t
-result = {
-    "version": t.version(),
-    "dotdot": t.validate("../etc/passwd"),
-    "backslash": t.validate("a\\b"),
-}
-"""
-BASE = {"version": "1.0", "dotdot": True, "backslash": True}
-FIXED1 = {"version": "1.1", "dotdot": False, "backslash": True}
-FIXED2 = {"version": "1.2", "dotdot": False, "backslash": False}
 LOADED = "import sys; result = sorted(m for m in sys.modules if m.startswith('phdemo'))"
 ADMIN = "from phdemo_pkg import rules; result = rules.allowed('admin')"
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
-    return build_demo(tmp_path_factory.mktemp("demo"))
-
-
-@pytest.fixture
-def kids(python: str) -> Iterator[Children]:
-    children = Children(python)
-    yield children
-    children.close()
 
 
 def probe(child: Child) -> dict[str, Any]:

@@ -7,13 +7,11 @@ import json
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
-
-from procs.harness import PROCS, Child, Children, Demo, build_demo
+from procs.harness import PROCS, Child, Children, Demo
 from pyhotpatch import BaselineMismatch
 from pyhotpatch.runtime import client
 
@@ -23,18 +21,6 @@ SAFE = {
     "1.1": {"../etc/passwd": False, "a\\b": True, "notes/today.txt": True},
     "1.2": {"../etc/passwd": False, "a\\b": False, "notes/today.txt": True},
 }
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
-    return build_demo(tmp_path_factory.mktemp("demo"))
-
-
-@pytest.fixture
-def kids(python: str) -> Iterator[Children]:
-    children = Children(python)
-    yield children
-    children.close()
 
 
 @dataclass

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from procs.harness import Child, Children, Demo, build_demo
+from procs.harness import Child, Children, Demo
 from pyhotpatch.runtime import client
 
 DONE = {"complete": True, "threads": [], "suspended": 0}
@@ -28,18 +25,6 @@ _FRESH_CALL = """
 go = threading.Event(); go.set()
 result = t.wait_inside(threading.Event(), go, "y")
 """
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
-    return build_demo(tmp_path_factory.mktemp("demo"))
-
-
-@pytest.fixture
-def kids(python: str) -> Iterator[Children]:
-    children = Children(python)
-    yield children
-    children.close()
 
 
 def transition(kids: Children, child: Child) -> dict[str, Any]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
-import glob
 import json
 import os
 import queue
@@ -34,28 +32,21 @@ PROCS = Path(__file__).resolve().parent
 HOTPATCH = ROOT / ".venv" / "bin" / "hotpatch"
 T = TypeVar("T")
 
+#: what the demo target answers, and the answers at its baseline and after KB1 and KB2
+PROBE = r"""
+import phdemo_target as t
+result = {
+    "version": t.version(),
+    "dotdot": t.validate("../etc/passwd"),
+    "backslash": t.validate("a\\b"),
+}
+"""
+BASE = {"version": "1.0", "dotdot": True, "backslash": True}
+FIXED1 = {"version": "1.1", "dotdot": False, "backslash": True}
+FIXED2 = {"version": "1.2", "dotdot": False, "backslash": False}
 
-# --------------------------------------------------------------------------- interpreters
 
-
-@functools.cache
-def real_python(python: str) -> str:
-    """The interpreter behind ``python``; a pyenv shim for another version is resolved by hand."""
-    done = subprocess.run(
-        [python, "-c", "import sys; print(sys.executable)"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if done.returncode == 0 and done.stdout.strip():
-        return done.stdout.strip()
-    name = Path(python).name
-    version = name.removeprefix("python")
-    root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
-    for candidate in sorted(glob.glob(f"{root}/versions/{version}.*/bin/{name}"), reverse=True):
-        return candidate
-    raise RuntimeError(f"cannot run {python}: {done.stderr.strip()}")
+# --------------------------------------------------------------------------- directories
 
 
 def short_dir() -> Path:
@@ -353,7 +344,7 @@ class Children:
     """Starts children of one interpreter with one run directory; ends them all at teardown."""
 
     def __init__(self, python: str) -> None:
-        self.python = real_python(python)
+        self.python = python
         self.base = short_dir()
         self.run_dir = self.base / "run"
         self._children: list[Child] = []

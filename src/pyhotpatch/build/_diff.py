@@ -238,12 +238,9 @@ class ModuleDiffer:
             ):
                 self._ignore(stmt.lineno, f"annotation of {label} changed")
                 continue
-            problems = au.impure(stmt.value, self.local_names)
-            if problems:
-                self._refuse(
-                    stmt.lineno,
-                    f"{label} is computed at import by code with side effects ({problems[0]})",
-                )
+            if self._side_effects(
+                stmt.value, stmt.lineno, f"{label} is computed at import by code with side effects"
+            ):
                 continue
             if scope:
                 self.state_changed.add(scope[0])
@@ -280,12 +277,11 @@ class ModuleDiffer:
         ):
             self._refuse(stmt.lineno, f"assignment to {ast.unparse(target)} at import {why}")
             return
-        problems = au.impure(stmt.value, self.local_names)
-        if problems:
-            self._refuse(
-                stmt.lineno,
-                f"{ast.unparse(target)} is built at import by code with side effects ({problems[0]})",
-            )
+        if self._side_effects(
+            stmt.value,
+            stmt.lineno,
+            f"{ast.unparse(target)} is built at import by code with side effects",
+        ):
             return
         self.rebuilds.append(
             Action(
@@ -338,11 +334,9 @@ class ModuleDiffer:
         rebind = old_defaults != au.dump(new.args.defaults) + au.dump(new.args.kw_defaults)
         if rebind:
             for expr in (*new.args.defaults, *[d for d in new.args.kw_defaults if d is not None]):
-                problems = au.impure(expr, self.local_names)
-                if problems:
-                    self._refuse(
-                        new.lineno, f"{label}: new default value has side effects ({problems[0]})"
-                    )
+                if self._side_effects(
+                    expr, new.lineno, f"{label}: new default value has side effects"
+                ):
                     return
         old_code = _code_at(self.old_code, scope, old.name, getattr(old, "_occurrence", 0))
         new_code = _code_at(self.new_code, scope, new.name, getattr(new, "_occurrence", 0))
@@ -590,14 +584,14 @@ class ModuleDiffer:
                         stmt.lineno, f"new class {label} runs code in its body at definition"
                     )
                     return
-                if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and stmt.value is not None:
-                    problems = au.impure(stmt.value, self.local_names | _bound_names(node.body))
-                    if problems:
-                        self._refuse(
-                            stmt.lineno,
-                            f"new class {label}: attribute computed with side effects ({problems[0]})",
-                        )
-                        return
+                value = stmt.value if isinstance(stmt, (ast.Assign, ast.AnnAssign)) else None
+                if value is not None and self._side_effects(
+                    value,
+                    stmt.lineno,
+                    f"new class {label}: attribute computed with side effects",
+                    self.local_names | _bound_names(node.body),
+                ):
+                    return
             for base in (*node.bases, *[k.value for k in node.keywords]):
                 if au.impure(base, self.local_names):
                     self._refuse(
@@ -664,12 +658,11 @@ class ModuleDiffer:
                 for a in (*self.actions, *self.rebuilds)
             ):
                 continue
-            problems = au.impure(stmt.value, self.local_names)
-            if problems:
-                self._refuse(
-                    stmt.lineno,
-                    f"{', '.join(names)} is built at import by changed code and cannot be rebuilt safely ({problems[0]})",
-                )
+            if self._side_effects(
+                stmt.value,
+                stmt.lineno,
+                f"{', '.join(names)} is built at import by changed code and cannot be rebuilt safely",
+            ):
                 continue
             self._emit_define(
                 self._segment(stmt, self.new_lines),
@@ -762,6 +755,15 @@ class ModuleDiffer:
 
     def _new_line_near(self, stmt: ast.stmt) -> int:
         return min(stmt.lineno, max(len(self.new_lines), 1))
+
+    def _side_effects(
+        self, expr: ast.AST, line: int, what: str, names: set[str] | None = None
+    ) -> bool:
+        """Refuse, and say so, when evaluating ``expr`` again could have side effects."""
+        problems = au.impure(expr, self.local_names if names is None else names)
+        if problems:
+            self._refuse(line, f"{what} ({problems[0]})")
+        return bool(problems)
 
     def _refuse(self, line: int, reason: str) -> None:
         self.explain.refused.append(f"{self.path}:{line}: {reason}")
