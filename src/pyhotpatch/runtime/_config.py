@@ -1,7 +1,8 @@
 """Where the runtime keeps its sockets and finds installed packages, from the environment.
 
 ``PYHOTPATCH=1`` (or ``true``/``yes``/``on``) makes the ``.pth`` hook enable the
-runtime in every process of the environment. ``PYHOTPATCH_RUN_DIR`` holds one
+runtime in every process of the environment (checked in ``pyhotpatch._autoenable``,
+which must not import the runtime when it is off). ``PYHOTPATCH_RUN_DIR`` holds one
 control socket per process (default ``$XDG_RUNTIME_DIR/pyhotpatch``, else
 ``/tmp/pyhotpatch-<uid>``). ``PYHOTPATCH_PACKAGE`` names an installed package that
 ``enable()`` applies at start-up, so new processes come up patched. Paths are
@@ -11,13 +12,6 @@ plain strings: this module is imported at interpreter start and stays cheap.
 from __future__ import annotations
 
 import os
-
-_TRUE = {"1", "true", "yes", "on"}
-
-
-def wanted() -> bool:
-    """Whether the environment asks for the runtime to be enabled at start-up."""
-    return os.environ.get("PYHOTPATCH", "").strip().lower() in _TRUE
 
 
 def run_dir() -> str:
