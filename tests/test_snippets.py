@@ -1197,3 +1197,81 @@ def test_module_imported_after_apply_is_patched_on_import(python: str, tmp_path:
         """,
         PKG=pkg,
     )
+
+
+# -- shapes seen in real releases outside the corpus ------------------------------------------
+
+
+def test_new_method_decorated_with_a_newly_imported_name(python: str, tmp_path: Path) -> None:
+    # Django 5.0.7 adds ``from ... import cached_property`` and a method decorated with it: the
+    # class body must see names the package imports at module level before they are bound.
+    old = """\
+        class Urlizer:
+            def split(self, text):
+                return text.split()
+        """
+    new = """\
+        from functools import cached_property
+
+
+        class Urlizer:
+            @cached_property
+            def openings(self):
+                return "([{"
+
+            def split(self, text):
+                return [w.strip(self.openings) for w in text.split()]
+        """
+    base, pkg = _case(tmp_path, old, new)
+    _live(
+        python,
+        tmp_path,
+        base,
+        """
+        from hpdemo import m
+        u = m.Urlizer()
+        assert u.split("(a [b") == ["(a", "[b"]
+        pyhotpatch.apply(pkg)
+        assert u.split("(a [b") == ["a", "b"]
+        assert m.cached_property is __import__("functools").cached_property
+        pyhotpatch.revert("KB1")
+        assert u.split("(a [b") == ["(a", "[b"] and not hasattr(m, "cached_property")
+        """,
+        pkg=pkg,
+    )
+
+
+def test_method_replaced_at_import_is_left_alone(tmp_path: Path) -> None:
+    # jinja2 replaces ``NodeType.__new__`` right after the class: the baseline code of that
+    # method never runs, so a change to it is noise, not a mismatch at apply time.
+    old = """\
+        class Meta(type):
+            def __new__(mcs, name, bases, d):
+                return type.__new__(mcs, name, bases, d)
+
+
+        def _refuse(*args, **kwargs):
+            raise TypeError("no")
+
+
+        Meta.__new__ = staticmethod(_refuse)
+        """
+    old = textwrap.dedent(old)
+    new = old.replace("type.__new__(mcs, name, bases, d)", "type.__new__(mcs, name, bases, {**d})")
+    new += "\n\ndef fixed():\n    return 1\n"
+    _, pkg = _case(tmp_path, old, new)
+    from pyhotpatch.package import read_package
+
+    actions = [a for t in read_package(pkg).manifest.targets for m in t.modules for a in m.actions]
+    assert [(a.kind, a.qualname) for a in actions] == [("define", "fixed")]
+
+
+def test_record_annotation_change_is_noise(tmp_path: Path) -> None:
+    from pyhotpatch.build import explain
+
+    old = "import typing\n\n\nclass Pair(typing.NamedTuple):\n    left: int\n    right: int = 0\n"
+    new = old.replace("left: int", "left: typing.Any")
+    base = _release(tmp_path / "a", "1.0", {MODULE: old})
+    fixed = _release(tmp_path / "b", "1.1", {MODULE: new})
+    report = explain(str(base), str(fixed))
+    assert report.refused == [] and report.swapped == [] and report.added == []

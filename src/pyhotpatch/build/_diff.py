@@ -79,6 +79,7 @@ class ModuleDiffer:
         self.future: tuple[str, ...] = ()
         self.imports: tuple[str, ...] = ()
         self.fixed_imports: tuple[str, ...] = ()
+        self.rebound: dict[str, int] = {}
 
     # -- entry point ------------------------------------------------------------------------
     def run(self) -> None:
@@ -106,6 +107,14 @@ class ModuleDiffer:
             return
         self.future = new_future
         self.imports = _imported(old_tree.body)
+        #: ``Cls.attr`` rebound by a module-level assignment in the baseline, and where
+        self.rebound = {
+            target: stmt.lineno
+            for stmt in old_tree.body
+            if isinstance(stmt, ast.Assign)
+            for target in (au.dotted(t) for t in stmt.targets)
+            if target and "." in target
+        }
         self.fixed_imports = _imported(new_tree.body)
         self._body(old_tree.body, new_tree.body, ())
         # definitions run in the order of the fixed file, as the module itself would run them
@@ -222,7 +231,10 @@ class ModuleDiffer:
                     f"{label} is assigned more than once at import; cannot recompute it",
                 )
                 continue
-            if not isinstance(stmt, (ast.Assign, ast.AnnAssign)) or stmt.value is None:
+            if isinstance(stmt, ast.AnnAssign) and stmt.value is None:
+                self._ignore(stmt.lineno, f"annotation of {label} changed")
+                continue
+            if not isinstance(stmt, (ast.Assign, ast.AnnAssign)):
                 self._refuse(stmt.lineno, f"{label}: augmented assignment at import changed")
                 continue
             if isinstance(stmt, ast.Assign) and not all(
@@ -238,14 +250,16 @@ class ModuleDiffer:
             ):
                 self._ignore(stmt.lineno, f"annotation of {label} changed")
                 continue
+            value = stmt.value
+            assert value is not None
             if self._side_effects(
-                stmt.value, stmt.lineno, f"{label} is computed at import by code with side effects"
+                value, stmt.lineno, f"{label} is computed at import by code with side effects"
             ):
                 continue
             if scope:
                 self.state_changed.add(scope[0])
             names = tuple(_targets(stmt))
-            kind = "rebuild" if self._depends(stmt.value, scope) else "define"
+            kind = "rebuild" if self._depends(value, scope) else "define"
             self._emit_define(
                 self._segment(stmt, self.new_lines),
                 stmt.lineno,
@@ -353,6 +367,14 @@ class ModuleDiffer:
             if bad:
                 self._refuse(new.lineno, bad)
                 return
+        replaced_at = self.rebound.get(_qual(scope, new.name))
+        if replaced_at is not None:
+            self._ignore(
+                new.lineno,
+                f"{label} changed, but line {replaced_at} replaces it at import: "
+                "the live attribute is another object and this code never runs",
+            )
+            return
         if not scope:
             self.state_changed.add(new.name)
         elif new.name in _CONSTRUCTORS:
@@ -403,9 +425,10 @@ class ModuleDiffer:
             self._bases(old, new, scope)
         if short & au.ENUM_BASES:
             self._fields(old, new, label, "Enum members", enum=True)
-        elif short & au.RECORD_BASES:
-            self._fields(old, new, label, "record fields")
         old_body, new_body = old.body, new.body
+        if short & au.RECORD_BASES:
+            self._fields(old, new, label, "record fields")
+            old_body, new_body = _without_fields(old_body), _without_fields(new_body)
         if _is_dataclass(new):
             self._dataclass(old, new, scope)
             old_body, new_body = _without_fields(old_body), _without_fields(new_body)
@@ -467,11 +490,8 @@ class ModuleDiffer:
             out = []
             for s in cls.body:
                 if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name):
-                    out.append(
-                        au.dump(s.target)
-                        + au.dump(s.value)
-                        + ("" if enum else au.dump(s.annotation))
-                    )
+                    # the layout is names and defaults; annotations do not change it
+                    out.append(au.dump(s.target) + au.dump(s.value))
                 elif (
                     enum
                     and isinstance(s, ast.Assign)

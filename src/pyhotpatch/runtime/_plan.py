@@ -138,11 +138,21 @@ def plan_module(
     plan = ModulePlan(patch.name)
     namespaces: dict[int, dict[str, Any]] = {}
     nested: dict[int, tuple[CodeType, CodeType, str]] = {}
+
+    def scope_ns(owner: Any) -> dict[str, Any]:
+        ns = namespaces.setdefault(id(owner), _scope_namespace(owner, module))
+        if owner is not module:
+            # what the package defines at module level is bound only at commit; a class
+            # body (its decorators, default values) must already see it
+            for key, value in namespaces.get(id(module), {}).items():
+                ns.setdefault(key, value)
+        return ns
+
     for action in patch.actions:
         label = f"{patch.name}.{action.qualname}" if action.qualname else patch.name
         owner = _resolve_scope(module, action.scope, label)
         if action.kind == "function":
-            ns = namespaces.setdefault(id(owner), _scope_namespace(owner, module))
+            ns = scope_ns(owner)
             _plan_function(
                 module,
                 owner,
@@ -177,7 +187,7 @@ def plan_module(
             code = _compile.compile_in_scope(
                 stmt, action.scope, filename, flags, patch.fixed_imports
             )
-            ns = namespaces.setdefault(id(owner), _scope_namespace(owner, module))
+            ns = scope_ns(owner)
             try:
                 exec(code, module.__dict__, ns)
             except Exception as exc:
@@ -187,7 +197,16 @@ def plan_module(
             plan.caches += unwrap(view.get(owner, action.name))[1]
         elif action.kind == "dataclass":
             plan.assigns += _refresh_dataclass(
-                module, owner, patch, action, package, view, filename, flags, label
+                module,
+                owner,
+                dict(scope_ns(owner)),
+                patch,
+                action,
+                package,
+                view,
+                filename,
+                flags,
+                label,
             )
         elif action.kind == "bases":
             assert action.expression is not None
@@ -396,6 +415,7 @@ def _new_defaults(
 def _refresh_dataclass(
     module: ModuleType,
     owner: Any,
+    ns: dict[str, Any],
     patch: ModulePatch,
     action: Action,
     package: Package,
@@ -411,7 +431,6 @@ def _refresh_dataclass(
         raise BaselineMismatch(f"{label}: not a dataclass in the running process")
     stmt = _compile.parse_unit(package.source(action.new.digest), action.new.line)
     code = _compile.compile_in_scope(stmt, action.scope, filename, flags, patch.fixed_imports)
-    ns = _scope_namespace(owner, module)
     try:
         exec(code, module.__dict__, ns)
     except Exception as exc:
@@ -463,6 +482,10 @@ def _bind(
         if name not in ns:
             raise ApplyError(f"{label}: the new definition did not bind {name!r}")
         value = ns[name]
+        set_name = getattr(type(value), "__set_name__", None)
+        if isinstance(owner, type) and set_name is not None:
+            # a class statement would have called it; binding onto a live class does not
+            set_name(value, owner, name)
         old = view.get(owner, name)
         out.append(Assign(owner, name, value, old))
         if old is MISSING:
