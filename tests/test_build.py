@@ -466,7 +466,7 @@ REFUSALS = [
     ),
     pytest.param(
         "import sys\n\nif sys.platform:\n    def g():\n        return 1\n",
-        "import sys\n\nif sys.platform:  # <-\n    def g():\n        return 2\n",
+        "import sys\n\nif sys.maxsize:  # <-\n    def g():\n        return 2\n",
         "conditional definition changed at module level",
         id="conditional-definition",
     ),

@@ -1275,3 +1275,87 @@ def test_record_annotation_change_is_noise(tmp_path: Path) -> None:
     fixed = _release(tmp_path / "b", "1.1", {MODULE: new})
     report = explain(str(base), str(fixed))
     assert report.refused == [] and report.swapped == [] and report.added == []
+
+
+def test_definitions_under_an_unchanged_condition(python: str, tmp_path: Path) -> None:
+    # PyJWT 2.4.0 fixes classes defined under ``if has_crypto:``; the branch that ran at import
+    # is the one the condition still selects, and only its definitions are patched.
+    old = """\
+        import sys
+
+        HAVE_IT = True
+
+        if HAVE_IT:
+            class Algo:
+                def check(self, key):
+                    return key.startswith("-----BEGIN")
+        else:
+            class Algo:
+                def check(self, key):
+                    return False
+
+        if not HAVE_IT:
+            def helper():
+                return "unused"
+        """
+    new = (
+        textwrap.dedent(old)
+        .replace(
+            'return key.startswith("-----BEGIN")', 'return key.startswith(("-----BEGIN", "ssh-"))'
+        )
+        .replace('return "unused"', 'return "still unused"')
+    )
+    base, pkg = _case(tmp_path, old, new)
+    _live(
+        python,
+        tmp_path,
+        base,
+        """
+        from hpdemo import m
+        algo = m.Algo()
+        assert algo.check("ssh-ed25519 AAAA") is False
+        report = pyhotpatch.apply(pkg)
+        assert report["functions"] == 1, report
+        assert algo.check("ssh-ed25519 AAAA") is True and not hasattr(m, "helper")
+        pyhotpatch.revert("KB1")
+        assert algo.check("ssh-ed25519 AAAA") is False
+        """,
+        pkg=pkg,
+    )
+
+
+def test_fix_imports_a_helper_the_package_adds_to_another_module(
+    python: str, tmp_path: Path
+) -> None:
+    # PyJWT 2.4.0 adds ``is_pem_format`` to jwt/utils.py and imports it in jwt/algorithms.py:
+    # the import must find the helper before the package has bound anything.
+    old = {
+        f"{NAME}/a_uses.py": "from .z_utils import clean\n\n\ndef check(key):\n    return clean(key)\n",
+        f"{NAME}/z_utils.py": "def clean(key):\n    return key.strip()\n",
+    }
+    new = {
+        f"{NAME}/a_uses.py": (
+            "from .z_utils import clean, is_pem\n\n\n"
+            "def check(key):\n    return None if is_pem(key) else clean(key)\n"
+        ),
+        f"{NAME}/z_utils.py": (
+            "def clean(key):\n    return key.strip()\n\n\n"
+            "def is_pem(key):\n    return key.startswith('-----BEGIN')\n"
+        ),
+    }
+    base = _release(tmp_path / "base", "1.0", old)
+    pkg = _package(tmp_path, base, new)
+    _live(
+        python,
+        tmp_path,
+        base,
+        """
+        from hpdemo import a_uses
+        assert a_uses.check("-----BEGIN KEY ") == "-----BEGIN KEY"
+        pyhotpatch.apply(pkg)
+        assert a_uses.check("-----BEGIN KEY ") is None and a_uses.check(" k ") == "k"
+        pyhotpatch.revert("KB1")
+        assert a_uses.check("-----BEGIN KEY ") == "-----BEGIN KEY"
+        """,
+        pkg=pkg,
+    )

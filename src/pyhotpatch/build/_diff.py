@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import hashlib
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import CodeType
 
 from pyhotpatch.build import _astutil as au
@@ -178,6 +178,8 @@ class ModuleDiffer:
             return out
 
         added, removed = unmatched(new, old, True), unmatched(old, new, False)
+        if not scope:
+            added, removed = self._conditional_blocks(added, removed)
         where = f"class {'.'.join(scope)} body" if scope else "module level"
         for stmt in added:
             kind = "conditional definition" if _defines(stmt) else "statement run at import"
@@ -191,6 +193,57 @@ class ModuleDiffer:
                 self._new_line_near(stmt),
                 f"statement run at import removed at {where}: its effects are already in the process",
             )
+
+    def _conditional_blocks(
+        self, added: list[ast.stmt], removed: list[ast.stmt]
+    ) -> tuple[list[ast.stmt], list[ast.stmt]]:
+        """Diff the branches of module-level ``if`` blocks whose condition did not change.
+
+        ``if has_crypto: class RSAAlgorithm: ...`` defines what it defines only when the
+        condition held at import. Its actions carry the condition as a guard, which the
+        runtime evaluates against the live module: unchanged import-time state gives the
+        branch that ran. Returns the statements still unmatched.
+        """
+        still_added: list[ast.stmt] = []
+        for stmt in added:
+            twin = next(
+                (
+                    r
+                    for r in removed
+                    if isinstance(stmt, ast.If)
+                    and isinstance(r, ast.If)
+                    and au.dump(r.test) == au.dump(stmt.test)
+                ),
+                None,
+            )
+            if (
+                twin is None
+                or not isinstance(stmt, ast.If)
+                or not isinstance(twin, ast.If)
+                or au.impure(stmt.test, self.local_names)
+            ):
+                still_added.append(stmt)
+                continue
+            removed = [r for r in removed if r is not twin]
+            test = ast.unparse(stmt.test)
+            for old_body, new_body, guard in (
+                (twin.body, stmt.body, test),
+                (twin.orelse, stmt.orelse, f"not ({test})"),
+            ):
+                if au.dump(old_body) != au.dump(new_body):
+                    self._guarded(old_body, new_body, guard)
+        return still_added, removed
+
+    def _guarded(self, old_body: list[ast.stmt], new_body: list[ast.stmt], guard: str) -> None:
+        start, start_rebuilds = len(self.actions), len(self.rebuilds)
+        self._body(old_body, new_body, ())
+
+        def guarded(action: Action) -> Action:
+            inner = f" and ({action.guard})" if action.guard else ""
+            return replace(action, guard=f"({guard}){inner}")
+
+        self.actions[start:] = [guarded(a) for a in self.actions[start:]]
+        self.rebuilds[start_rebuilds:] = [guarded(a) for a in self.rebuilds[start_rebuilds:]]
 
     # -- imports and constants --------------------------------------------------------------
     def _imports(self, old: _Scope, new: _Scope, scope: tuple[str, ...]) -> None:

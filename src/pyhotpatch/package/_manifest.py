@@ -73,6 +73,8 @@ class Action:
     rebind_defaults: bool = False
     aliases: tuple[tuple[str, str], ...] = ()
     expression: str | None = None
+    #: a condition the module evaluated at import; the action applies only where it holds
+    guard: str | None = None
 
     @property
     def qualname(self) -> str:
@@ -225,6 +227,8 @@ def _action_json(a: Action) -> dict[str, Any]:
         out["aliases"] = [list(p) for p in a.aliases]
     if a.expression is not None:
         out["expression"] = a.expression
+    if a.guard is not None:
+        out["guard"] = a.guard
     return out
 
 
@@ -292,6 +296,7 @@ def _action_from(data: object, where: str) -> Action:
             "rebind_defaults",
             "aliases",
             "expression",
+            "guard",
         },
     )
     kind = _str(obj, "kind", where)
@@ -329,6 +334,9 @@ def _action_from(data: object, where: str) -> Action:
     expression = obj.get("expression")
     if expression is not None and (not isinstance(expression, str) or len(expression) > _MAX_TEXT):
         raise PackageError(f"{where}.expression must be a short string")
+    guard = obj.get("guard")
+    if guard is not None and (not isinstance(guard, str) or not guard or len(guard) > _MAX_TEXT):
+        raise PackageError(f"{where}.guard must be a short string")
     needs = {
         "function": (
             old is not None and new is not None and fingerprint is not None and bool(name)
@@ -342,7 +350,7 @@ def _action_from(data: object, where: str) -> Action:
     if not needs[kind]:
         raise PackageError(f"{where}: a {kind!r} action is missing required fields")
     return Action(
-        kind, scope, name, old, new, fingerprint, names, rebind, tuple(aliases), expression
+        kind, scope, name, old, new, fingerprint, names, rebind, tuple(aliases), expression, guard
     )
 
 

@@ -122,7 +122,7 @@ class Engine:
             self._lock.release()
 
     def _apply(self, package: Package) -> dict[str, Any]:
-        from pyhotpatch.runtime._plan import View, plan_module
+        from pyhotpatch.runtime._plan import View, plan_module, plan_order
 
         manifest = package.manifest
         previous = self.active
@@ -135,15 +135,16 @@ class Engine:
             if previous is not None:
                 _adopt_strays(previous)
             view = View(previous.assigns if previous else ())
+            shared: dict[str, dict[str, Any]] = {}
             for target in manifest.targets:
                 loaded = [m for m in target.modules if m.name in sys.modules]
                 _check_distribution(target.distribution, target.baseline_version, bool(loaded))
-                for module_patch in target.modules:
+                for module_patch in plan_order(target.modules, package):
                     module = sys.modules.get(module_patch.name)
                     if not isinstance(module, ModuleType):
                         pending[module_patch.name] = module_patch
                         continue
-                    plans.append(plan_module(module, module_patch, package, view))
+                    plans.append(plan_module(module, module_patch, package, view, True, shared))
         # the swap below runs with the normal switch interval: it takes microseconds, and
         # no other thread should run between its steps
         prepared = time.perf_counter()

@@ -13,6 +13,7 @@ is active, so a cumulative package is always planned against the baseline.
 
 from __future__ import annotations
 
+import ast
 import functools
 import sys
 import time
@@ -126,9 +127,19 @@ class View:
 
 
 def plan_module(
-    module: ModuleType, patch: ModulePatch, package: Package, view: View, yield_gil: bool = True
+    module: ModuleType,
+    patch: ModulePatch,
+    package: Package,
+    view: View,
+    yield_gil: bool = True,
+    shared: dict[str, dict[str, Any]] | None = None,
 ) -> ModulePlan:
-    """Plan every action of ``patch`` against the live ``module``."""
+    """Plan every action of ``patch`` against the live ``module``.
+
+    ``shared`` maps the names of modules planned earlier in the same apply to what the
+    package defines in them, so ``from .utils import new_helper`` finds a helper the
+    package adds to another module before anything is bound.
+    """
     filename = getattr(module, "__file__", None) or f"<{module.__name__}>"
     if not filename.replace("\\", "/").endswith(patch.path):
         raise BaselineMismatch(
@@ -138,6 +149,8 @@ def plan_module(
     plan = ModulePlan(patch.name)
     namespaces: dict[int, dict[str, Any]] = {}
     nested: dict[int, tuple[CodeType, CodeType, str]] = {}
+    pending = shared if shared is not None else {}
+    pending[patch.name] = namespaces.setdefault(id(module), {})
 
     def scope_ns(owner: Any) -> dict[str, Any]:
         ns = namespaces.setdefault(id(owner), _scope_namespace(owner, module))
@@ -150,6 +163,8 @@ def plan_module(
 
     for action in patch.actions:
         label = f"{patch.name}.{action.qualname}" if action.qualname else patch.name
+        if action.guard is not None and not _holds(action.guard, module, filename, flags, label):
+            continue
         owner = _resolve_scope(module, action.scope, label)
         if action.kind == "function":
             ns = scope_ns(owner)
@@ -188,10 +203,13 @@ def plan_module(
                 stmt, action.scope, filename, flags, patch.fixed_imports
             )
             ns = scope_ns(owner)
-            try:
-                exec(code, module.__dict__, ns)
-            except Exception as exc:
-                raise ApplyError(f"{label}: running the new definition failed: {exc!r}") from exc
+            if not _import_pending(stmt, module, pending, ns):
+                try:
+                    exec(code, module.__dict__, ns)
+                except Exception as exc:
+                    raise ApplyError(
+                        f"{label}: running the new definition failed: {exc!r}"
+                    ) from exc
             plan.assigns += _bind(owner, action.names, ns, action.aliases, view, label)
         elif action.kind == "clear":
             plan.caches += unwrap(view.get(owner, action.name))[1]
@@ -384,8 +402,6 @@ def _new_defaults(
     module: ModuleType, ns: dict[str, Any], source: str, action: Action, label: str
 ) -> tuple[Any, Any]:
     """Evaluate the fixed definition's default values where the ``def`` would have."""
-    import ast
-
     assert action.new is not None
     stmt = _compile.parse_unit(source, action.new.line)
     assert isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
@@ -449,6 +465,64 @@ def _refresh_dataclass(
         if new is not old:
             out.append(Assign(live, attr, new, old))
     return out
+
+
+def plan_order(modules: tuple[ModulePatch, ...], package: Package) -> list[ModulePatch]:
+    """Modules ordered so that one importing a new name from another comes after it."""
+    names = {m.name for m in modules}
+    needs: dict[str, set[str]] = {}
+    for patch in modules:
+        deps = set()
+        for action in patch.actions:
+            if action.kind == "define" and action.new is not None:
+                stmt = _compile.parse_unit(package.source(action.new.digest), action.new.line)
+                source = import_source(stmt, patch.name, patch.path.endswith("__init__.py"))
+                if source in names and source != patch.name:
+                    deps.add(source)
+        needs[patch.name] = deps
+    ordered: list[ModulePatch] = []
+    placed: set[str] = set()
+    while len(ordered) < len(modules):
+        ready = [m for m in modules if m.name not in placed and needs[m.name] <= placed]
+        # a cycle cannot be ordered: keep the manifest's order for what is left
+        for patch in ready or [m for m in modules if m.name not in placed]:
+            ordered.append(patch)
+            placed.add(patch.name)
+    return ordered
+
+
+def import_source(stmt: ast.stmt, module_name: str, is_package: bool) -> str | None:
+    """The absolute module a ``from ... import`` statement reads from (None for others)."""
+    if not isinstance(stmt, ast.ImportFrom):
+        return None
+    if not stmt.level:
+        return stmt.module
+    base = module_name.split(".") if is_package else module_name.split(".")[:-1]
+    base = base[: len(base) - (stmt.level - 1)] if stmt.level > 1 else base
+    return ".".join([*base, *([stmt.module] if stmt.module else [])])
+
+
+def _import_pending(
+    stmt: ast.stmt, module: ModuleType, pending: dict[str, dict[str, Any]], ns: dict[str, Any]
+) -> bool:
+    """Bind ``from M import N`` from what the package defines in ``M``, if it defines ``N``."""
+    source = import_source(stmt, module.__name__, hasattr(module, "__path__"))
+    if source is None or source not in pending or not isinstance(stmt, ast.ImportFrom):
+        return False
+    provided = pending[source]
+    if not all(alias.name in provided for alias in stmt.names):
+        return False
+    for alias in stmt.names:
+        ns[alias.asname or alias.name] = provided[alias.name]
+    return True
+
+
+def _holds(guard: str, module: ModuleType, filename: str, flags: int, label: str) -> bool:
+    """Whether the condition a definition was made under at import holds in the live module."""
+    try:
+        return bool(eval(_compile.compile_expression(guard, filename, flags), module.__dict__, {}))
+    except Exception as exc:
+        raise ApplyError(f"{label}: evaluating the condition {guard!r} failed: {exc!r}") from exc
 
 
 def _resolve_scope(module: ModuleType, scope: tuple[str, ...], label: str) -> Any:
