@@ -42,6 +42,10 @@ MODULE = textwrap.dedent("""
             yield osp.basename(str(i))
 """)
 TABBED = "class T:\n\tdef m(self):\n\t\treturn re.compile('x')\n"
+OLD_FUTURES = (
+    "from __future__ import absolute_import, division\nimport os\n\n\n"
+    "def legacy(x):\n    return os.sep + str(x / 2)\n"
+)
 
 def units(tree, scope=()):
     for node in tree.body:
@@ -57,7 +61,12 @@ def codes(code, scope, name):
 
 results = []
 flags = _compile.future_flags(("annotations",))
-for text, imports, fl in ((MODULE, ("OD", "osp", "re"), flags), (TABBED, (), 0)):
+old_flags = _compile.future_flags(("absolute_import", "division"))
+for text, imports, fl in (
+    (MODULE, ("OD", "osp", "re"), flags),
+    (TABBED, (), 0),
+    (OLD_FUTURES, ("os",), old_flags),
+):
     lines = text.splitlines()
     whole = compile(text, "m.py", "exec", flags=fl, dont_inherit=True)
     for scope, node in units(ast.parse(text)):
@@ -75,7 +84,7 @@ def test_definitions_compile_like_their_module(python: str) -> None:
     results = run_json(python, _CHECK)
     assert isinstance(results, list)
     names = [r[0] for r in results]
-    assert names == ["top", "method", "deep", "__private", "gen", "m"]
+    assert names == ["top", "method", "deep", "__private", "gen", "m", "legacy"]
     for name, fast_ok, fast_skipped, slow_ok in results:
         assert slow_ok, f"{name}: compiled alone, the code differs from the module's"
         assert fast_ok or fast_skipped, f"{name}: the text path compiled other code"

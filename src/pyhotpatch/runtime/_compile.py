@@ -13,6 +13,7 @@ import __future__
 
 import ast
 import re
+import sys
 from types import CodeType
 from typing import TypeVar
 
@@ -40,13 +41,19 @@ def parse_unit(source: str, line: int) -> ast.stmt:
 
 
 def future_flags(features: tuple[str, ...]) -> int:
-    """Compiler flags for the named ``from __future__`` features."""
+    """Compiler flags for the named ``from __future__`` features.
+
+    Features already mandatory in this interpreter (``absolute_import`` …) are left out:
+    the compiler ignores them in source, but would record them in ``co_flags`` if passed.
+    """
     flags = 0
     for name in features:
         feature = getattr(__future__, name, None)
         if not isinstance(feature, __future__._Feature):
             raise PackageError(f"unknown __future__ feature {name!r}")
-        flags |= feature.compiler_flag
+        mandatory = feature.getMandatoryRelease()
+        if mandatory is None or mandatory > sys.version_info:
+            flags |= feature.compiler_flag
     return flags
 
 
