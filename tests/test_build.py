@@ -473,7 +473,7 @@ REFUSALS = [
     pytest.param(
         BASE,
         "import requests  # <-\n\n\n" + BASE,
-        "new import of requests: a dependency the baseline does not have",
+        "new import of requests, from outside the distribution and the standard library",
         id="third-party-import",
     ),
     pytest.param(

@@ -254,7 +254,8 @@ class ModuleDiffer:
             module = _import_source(stmt, self.name)
             if module and not (au.stdlib(module) or module.split(".")[0] in self.context.top_level):
                 self._refuse(
-                    stmt.lineno, f"new import of {module}: a dependency the baseline does not have"
+                    stmt.lineno,
+                    f"new import of {module}, from outside the distribution and the standard library: importing it at apply time could run its import-time code",
                 )
                 continue
             self._emit_define(text, stmt.lineno, scope, (name,), f"import {name}", "added")
