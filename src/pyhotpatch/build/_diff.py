@@ -15,11 +15,10 @@ import ast
 import hashlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
-from types import CodeType
 
 from pyhotpatch.build import _astutil as au
+from pyhotpatch.build import _shapes as sh
 from pyhotpatch.package import Action, SourceRef
-from pyhotpatch.runtime._fingerprint import fingerprint
 
 
 @dataclass
@@ -45,18 +44,6 @@ class Context:
     top_level: set[str]
     #: (module, name) -> [(importing module, alias)] for ``from module import name`` in the baseline
     importers: dict[tuple[str, str], list[tuple[str, str]]]
-
-
-@dataclass
-class _Scope:
-    funcs: dict[tuple[str, int], ast.FunctionDef | ast.AsyncFunctionDef] = field(
-        default_factory=dict
-    )
-    classes: dict[str, ast.ClassDef] = field(default_factory=dict)
-    assigns: dict[str, list[ast.stmt]] = field(default_factory=lambda: defaultdict(list))
-    attr_assigns: dict[str, ast.Assign] = field(default_factory=dict)
-    imports: dict[str, tuple[ast.stmt, str]] = field(default_factory=dict)
-    other: list[ast.stmt] = field(default_factory=list)
 
 
 class ModuleDiffer:
@@ -96,17 +83,17 @@ class ModuleDiffer:
             return
         self.old_code = compile(old_tree, self.path, "exec", dont_inherit=True)
         self.new_code = compile(new_tree, self.path, "exec", dont_inherit=True)
-        self.local_names = _own_names(new_tree.body, self.context.top_level) | _own_names(
+        self.local_names = sh.own_names(new_tree.body, self.context.top_level) | sh.own_names(
             old_tree.body, self.context.top_level
         )
-        old_future, new_future = _future(old_tree), _future(new_tree)
+        old_future, new_future = sh.future(old_tree), sh.future(new_tree)
         if old_future != new_future:
             self._refuse(
                 1, "from __future__ imports changed: the whole module compiles differently"
             )
             return
         self.future = new_future
-        self.imports = _imported(old_tree.body)
+        self.imports = sh.imported(old_tree.body)
         #: ``Cls.attr`` rebound by a module-level assignment in the baseline, and where
         self.rebound = {
             target: stmt.lineno
@@ -115,7 +102,7 @@ class ModuleDiffer:
             for target in (au.dotted(t) for t in stmt.targets)
             if target and "." in target
         }
-        self.fixed_imports = _imported(new_tree.body)
+        self.fixed_imports = sh.imported(new_tree.body)
         self._body(old_tree.body, new_tree.body, ())
         # definitions run in the order of the fixed file, as the module itself would run them
         self.actions.sort(key=lambda a: (a.kind == "bases", a.new.line if a.new else 0))
@@ -128,9 +115,9 @@ class ModuleDiffer:
     def _body(
         self, old_body: list[ast.stmt], new_body: list[ast.stmt], scope: tuple[str, ...]
     ) -> None:
-        old, new = _collect(old_body, scope), _collect(new_body, scope)
+        old, new = sh.collect(old_body, scope), sh.collect(new_body, scope)
         where = ".".join(scope) or "module"
-        if _docstring(old_body) != _docstring(new_body):
+        if sh.docstring(old_body) != sh.docstring(new_body):
             self._ignore(new_body[0].lineno if new_body else 1, f"{where}: docstring changed")
         self._imports(old, new, scope)
         self._assigns(old, new, scope)
@@ -143,7 +130,7 @@ class ModuleDiffer:
         for key, node in old.funcs.items():
             if key not in new.funcs:
                 self._ignore(
-                    node.lineno, f"{_qual(scope, node.name)} removed; the live one stays, unused"
+                    node.lineno, f"{sh.qual(scope, node.name)} removed; the live one stays, unused"
                 )
         for name, cls in new.classes.items():
             before_cls = old.classes.get(name)
@@ -153,7 +140,9 @@ class ModuleDiffer:
                 self._class(before_cls, cls, scope)
         for name, cls in old.classes.items():
             if name not in new.classes:
-                self._ignore(cls.lineno, f"class {_qual(scope, name)} removed; the live one stays")
+                self._ignore(
+                    cls.lineno, f"class {sh.qual(scope, name)} removed; the live one stays"
+                )
         self._other(old.other, new.other, scope)
 
     def _other(self, old: list[ast.stmt], new: list[ast.stmt], scope: tuple[str, ...]) -> None:
@@ -166,7 +155,7 @@ class ModuleDiffer:
                 d = au.dump(stmt)
                 if left[d]:
                     left[d] -= 1
-                elif not au.is_type_checking(stmt) and not _is_string(stmt):
+                elif not au.is_type_checking(stmt) and not sh.is_string(stmt):
                     out.append(stmt)
                 elif report:
                     self._ignore(
@@ -182,7 +171,7 @@ class ModuleDiffer:
             added, removed = self._conditional_blocks(added, removed)
         where = f"class {'.'.join(scope)} body" if scope else "module level"
         for stmt in added:
-            kind = "conditional definition" if _defines(stmt) else "statement run at import"
+            kind = "conditional definition" if sh.defines(stmt) else "statement run at import"
             verb = "changed" if removed else "added"
             self._refuse(
                 stmt.lineno,
@@ -246,12 +235,12 @@ class ModuleDiffer:
         self.rebuilds[start_rebuilds:] = [guarded(a) for a in self.rebuilds[start_rebuilds:]]
 
     # -- imports and constants --------------------------------------------------------------
-    def _imports(self, old: _Scope, new: _Scope, scope: tuple[str, ...]) -> None:
+    def _imports(self, old: sh.Scope, new: sh.Scope, scope: tuple[str, ...]) -> None:
         for name, (stmt, text) in new.imports.items():
             before = old.imports.get(name)
             if before is not None and before[1] == text:
                 continue
-            module = _import_source(stmt, self.name)
+            module = sh.import_source(stmt, self.name)
             if module and not (au.stdlib(module) or module.split(".")[0] in self.context.top_level):
                 self._refuse(
                     stmt.lineno,
@@ -263,14 +252,14 @@ class ModuleDiffer:
             if name not in new.imports:
                 self._ignore(stmt.lineno, f"import of {name} removed")
 
-    def _assigns(self, old: _Scope, new: _Scope, scope: tuple[str, ...]) -> None:
+    def _assigns(self, old: sh.Scope, new: sh.Scope, scope: tuple[str, ...]) -> None:
         for name, stmts in new.assigns.items():
             before = old.assigns.get(name, [])
             if [au.dump(s) for s in stmts] == [au.dump(s) for s in before]:
                 continue
             stmt = stmts[-1]
-            label = _qual(scope, name)
-            if name in au.VERSION_NAMES and all(_literal(s) for s in stmts):
+            label = sh.qual(scope, name)
+            if name in au.VERSION_NAMES and all(sh.literal(s) for s in stmts):
                 self._ignore(stmt.lineno, f"version string {label} changed")
                 continue
             if name == "__slots__":
@@ -312,7 +301,7 @@ class ModuleDiffer:
                 continue
             if scope:
                 self.state_changed.add(scope[0])
-            names = tuple(_targets(stmt))
+            names = tuple(sh.targets(stmt))
             kind = "rebuild" if self._depends(value, scope) else "define"
             self._emit_define(
                 self._segment(stmt, self.new_lines),
@@ -327,7 +316,7 @@ class ModuleDiffer:
         for name, stmts in old.assigns.items():
             if name not in new.assigns:
                 self._ignore(
-                    stmts[-1].lineno, f"{_qual(scope, name)} removed; the live value stays"
+                    stmts[-1].lineno, f"{sh.qual(scope, name)} removed; the live value stays"
                 )
         for key, stmt in new.attr_assigns.items():
             before_attr = old.attr_assigns.get(key)
@@ -371,7 +360,7 @@ class ModuleDiffer:
         new: ast.FunctionDef | ast.AsyncFunctionDef,
         scope: tuple[str, ...],
     ) -> None:
-        label = _qual(scope, new.name)
+        label = sh.qual(scope, new.name)
         identical = au.dump(old) == au.dump(new)
         if identical or (
             au.behaviour(old) == au.behaviour(new)
@@ -406,8 +395,8 @@ class ModuleDiffer:
                     expr, new.lineno, f"{label}: new default value has side effects"
                 ):
                     return
-        old_code = _code_at(self.old_code, scope, old.name, getattr(old, "_occurrence", 0))
-        new_code = _code_at(self.new_code, scope, new.name, getattr(new, "_occurrence", 0))
+        old_code = sh.code_at(self.old_code, scope, old.name, getattr(old, "_occurrence", 0))
+        new_code = sh.code_at(self.new_code, scope, new.name, getattr(new, "_occurrence", 0))
         if old_code is not None and new_code is not None:
             if old_code.co_freevars != new_code.co_freevars:
                 why = (
@@ -417,11 +406,11 @@ class ModuleDiffer:
                 )
                 self._refuse(new.lineno, f"{label}: {why}")
                 return
-            bad = _unmappable_closures(old_code, new_code, label)
+            bad = sh.unmappable_closures(old_code, new_code, label)
             if bad:
                 self._refuse(new.lineno, bad)
                 return
-        replaced_at = self.rebound.get(_qual(scope, new.name))
+        replaced_at = self.rebound.get(sh.qual(scope, new.name))
         if replaced_at is not None:
             self._ignore(
                 new.lineno,
@@ -431,7 +420,7 @@ class ModuleDiffer:
             return
         if not scope:
             self.state_changed.add(new.name)
-        elif new.name in _CONSTRUCTORS:
+        elif new.name in sh.CONSTRUCTORS:
             self.state_changed.add(scope[0])
         self._emit_function(old, new, scope, rebind=rebind)
 
@@ -450,7 +439,7 @@ class ModuleDiffer:
             Action(
                 "function",
                 scope,
-                _mangle(scope, new.name),
+                sh.mangle(scope, new.name),
                 old_ref,
                 new_ref,
                 fp,
@@ -459,7 +448,7 @@ class ModuleDiffer:
         )
         suffix = f" ({why})" if why else ""
         self.explain.swapped.append(
-            f"{self.path}:{new.lineno}: {self.name}.{_qual(scope, new.name)}{suffix}"
+            f"{self.path}:{new.lineno}: {self.name}.{sh.qual(scope, new.name)}{suffix}"
         )
 
     # -- classes ----------------------------------------------------------------------------
@@ -482,16 +471,16 @@ class ModuleDiffer:
         old_body, new_body = old.body, new.body
         if short & au.RECORD_BASES:
             self._fields(old, new, label, "record fields")
-            old_body, new_body = _without_fields(old_body), _without_fields(new_body)
-        if _is_dataclass(new):
+            old_body, new_body = sh.without_fields(old_body), sh.without_fields(new_body)
+        if sh.is_dataclass(new):
             self._dataclass(old, new, scope)
-            old_body, new_body = _without_fields(old_body), _without_fields(new_body)
+            old_body, new_body = sh.without_fields(old_body), sh.without_fields(new_body)
         start = len(self.actions)
         self._body(old_body, new_body, inner)
         self._instance_state(old, new, inner, self.actions[start:])
 
     def _bases(self, old: ast.ClassDef, new: ast.ClassDef, scope: tuple[str, ...]) -> None:
-        label = _qual(scope, new.name)
+        label = sh.qual(scope, new.name)
         old_b = [au.dump(b) for b in old.bases]
         new_b = [au.dump(b) for b in new.bases]
         it = iter(new_b)
@@ -500,7 +489,7 @@ class ModuleDiffer:
         why = None
         if not subsequence:
             why = "existing bases removed or reordered"
-        elif _assigns_name(new.body, "__slots__"):
+        elif sh.assigns_name(new.body, "__slots__"):
             why = "the class has __slots__"
         else:
             for base in added:
@@ -509,7 +498,7 @@ class ModuleDiffer:
                 if cls is None:
                     why = f"added base {ast.unparse(base)} is not a plain class of this module"
                 elif (
-                    _assigns_name(cls.body, "__slots__")
+                    sh.assigns_name(cls.body, "__slots__")
                     or cls.keywords
                     or any(
                         isinstance(s, au.DEFS)
@@ -561,16 +550,16 @@ class ModuleDiffer:
 
     def _dataclass(self, old: ast.ClassDef, new: ast.ClassDef, scope: tuple[str, ...]) -> None:
         """Refresh a dataclass's generated methods when its fields' types or defaults change."""
-        label = _qual(scope, new.name)
-        old_fields, new_fields = _field_names(old), _field_names(new)
-        if [au.dump(f) for f in _fields_of(old)] == [au.dump(f) for f in _fields_of(new)]:
+        label = sh.qual(scope, new.name)
+        old_fields, new_fields = sh.field_names(old), sh.field_names(new)
+        if [au.dump(f) for f in sh.fields_of(old)] == [au.dump(f) for f in sh.fields_of(new)]:
             return
         why = None
         if old_fields != new_fields:
             why = "fields added, removed or reordered"
         elif new.bases or new.keywords:
             why = "the class has bases or a metaclass"
-        elif _assigns_name(new.body, "__slots__") or any(
+        elif sh.assigns_name(new.body, "__slots__") or any(
             isinstance(k, ast.keyword) and k.arg in ("slots", "frozen")
             for d in new.decorator_list
             if isinstance(d, ast.Call)
@@ -593,7 +582,7 @@ class ModuleDiffer:
             return
         first = min([new.lineno, *[d.lineno for d in new.decorator_list]])
         ref = self._store(self._segment(new, self.new_lines), first)
-        names = tuple(sorted(set(_DATACLASS_ATTRS) | set(old_fields) | set(new_fields)))
+        names = tuple(sorted(set(sh.DATACLASS_ATTRS) | set(old_fields) | set(new_fields)))
         self.actions.append(Action("dataclass", scope, new.name, new=ref, names=names))
         if not scope:
             self.state_changed.add(new.name)
@@ -612,18 +601,18 @@ class ModuleDiffer:
         }
         if not changed:
             return
-        before = _self_assigned(old) | _bound_names(old.body)
-        introduced = _self_assigned(new) - before - _bound_names(new.body)
+        before = sh.self_assigned(old) | sh.bound_names(old.body)
+        introduced = sh.self_assigned(new) - before - sh.bound_names(new.body)
         if not introduced:
             return
         for node in new.body:
-            if not isinstance(node, au.DEFS) or _mangle(scope, node.name) not in changed:
+            if not isinstance(node, au.DEFS) or sh.mangle(scope, node.name) not in changed:
                 continue
-            for attr, line in _self_reads(node):
+            for attr, line in sh.self_reads(node):
                 if attr in introduced:
                     self._refuse(
                         line,
-                        f"{_qual(scope, node.name)} reads self.{attr}, which only "
+                        f"{sh.qual(scope, node.name)} reads self.{attr}, which only "
                         "instances created after the patch would have (new instance state)",
                     )
                     return
@@ -642,7 +631,7 @@ class ModuleDiffer:
         scope: tuple[str, ...],
         kind: str,
     ) -> None:
-        label = _qual(scope, node.name)
+        label = sh.qual(scope, node.name)
         properties = {n.name for n in ast.walk(node) if isinstance(n, au.DEFS)} | self.local_names
         decorators = list(node.decorator_list)
         if isinstance(node, ast.ClassDef):
@@ -652,7 +641,7 @@ class ModuleDiffer:
             for stmt in node.body:
                 if not (
                     isinstance(stmt, (*au.DEFS, ast.ClassDef, ast.Assign, ast.AnnAssign, ast.Pass))
-                    or _is_string(stmt)
+                    or sh.is_string(stmt)
                 ):
                     self._refuse(
                         stmt.lineno, f"new class {label} runs code in its body at definition"
@@ -663,7 +652,7 @@ class ModuleDiffer:
                     value,
                     stmt.lineno,
                     f"new class {label}: attribute computed with side effects",
-                    self.local_names | _bound_names(node.body),
+                    self.local_names | sh.bound_names(node.body),
                 ):
                     return
             for base in (*node.bases, *[k.value for k in node.keywords]):
@@ -701,7 +690,7 @@ class ModuleDiffer:
         aliases: tuple[tuple[str, str], ...] = (),
     ) -> None:
         ref = self._store(text, line)
-        names = tuple(_mangle(scope, n) for n in names)
+        names = tuple(sh.mangle(scope, n) for n in names)
         self.values[scope].update(names)
         action = Action(kind, scope, "", new=ref, names=names, aliases=aliases)
         (self.rebuilds if kind == "rebuild" else self.actions).append(action)
@@ -715,12 +704,12 @@ class ModuleDiffer:
                 continue
             if not isinstance(stmt, ast.Assign) or not self._depends(stmt.value, scope):
                 continue
-            if any(_same_statement(stmt, a) for a in self.rebuilds):
+            if any(sh.same_statement(stmt, a) for a in self.rebuilds):
                 continue
             if len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Attribute):
                 self._attr_rebuild(stmt, "depends on changed code")
                 continue
-            names = tuple(_targets(stmt))
+            names = tuple(sh.targets(stmt))
             if not names or not all(isinstance(t, ast.Name) for t in stmt.targets):
                 self._refuse(
                     stmt.lineno,
@@ -743,7 +732,7 @@ class ModuleDiffer:
                 stmt.lineno,
                 scope,
                 names,
-                f"{_qual(scope, names[0])} = {ast.unparse(stmt.value)}",
+                f"{sh.qual(scope, names[0])} = {ast.unparse(stmt.value)}",
                 "rebuilt",
                 kind="rebuild",
                 aliases=self._aliases(scope, names),
@@ -763,7 +752,7 @@ class ModuleDiffer:
             for name, node in units.items():
                 if name in self.state_changed:
                     continue
-                if _names_used(node) & replaced:
+                if sh.names_used(node) & replaced:
                     self.state_changed.add(name)
                     grew = True
 
@@ -775,17 +764,17 @@ class ModuleDiffer:
             if isinstance(node, ast.ClassDef):
                 self._stale_caches(node.body, (*scope, node.name))
                 continue
-            if not isinstance(node, au.DEFS) or (scope, _mangle(scope, node.name)) in swapped:
+            if not isinstance(node, au.DEFS) or (scope, sh.mangle(scope, node.name)) in swapped:
                 continue
             cached = any(
-                (au.decorator_name(d) or "").rsplit(".", 1)[-1] in _CACHES
+                (au.decorator_name(d) or "").rsplit(".", 1)[-1] in sh.CACHES
                 for d in node.decorator_list
             )
             used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
             if cached and used & replaced:
-                self.actions.append(Action("clear", scope, _mangle(scope, node.name)))
+                self.actions.append(Action("clear", scope, sh.mangle(scope, node.name)))
                 self.explain.rebuilt.append(
-                    f"{self.path}:{node.lineno}: cache of {self.name}.{_qual(scope, node.name)} cleared"
+                    f"{self.path}:{node.lineno}: cache of {self.name}.{sh.qual(scope, node.name)} cleared"
                 )
 
     def _depends(self, expr: ast.AST, scope: tuple[str, ...]) -> bool:
@@ -844,330 +833,3 @@ class ModuleDiffer:
 
     def _ignore(self, line: int, reason: str) -> None:
         self.explain.ignored.append(f"{self.path}:{line}: {reason}")
-
-
-_CACHES = frozenset({"lru_cache", "cache"})
-_CONSTRUCTORS = frozenset(
-    {"__init__", "__new__", "__post_init__", "__init_subclass__", "__set_name__"}
-)
-
-
-def _collect(body: list[ast.stmt], scope: tuple[str, ...]) -> _Scope:
-    out = _Scope()
-    counts: dict[str, int] = defaultdict(int)
-    start = 1 if au.docstring_stripped(body) is not body else 0
-    for stmt in body[start:]:
-        if isinstance(stmt, au.DEFS):
-            out.funcs[(stmt.name, counts[stmt.name])] = stmt
-            setattr(stmt, "_occurrence", counts[stmt.name])  # noqa: B010 - annotate the node
-            counts[stmt.name] += 1
-        elif isinstance(stmt, ast.ClassDef):
-            out.classes[stmt.name] = stmt
-        elif isinstance(stmt, (ast.Import, ast.ImportFrom)) and not (
-            isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__"
-        ):
-            for alias in stmt.names:
-                bound = alias.asname or alias.name.split(".")[0]
-                if isinstance(stmt, ast.Import):
-                    text = f"import {alias.name}" + (f" as {alias.asname}" if alias.asname else "")
-                else:
-                    text = f"from {'.' * stmt.level}{stmt.module or ''} import {alias.name}" + (
-                        f" as {alias.asname}" if alias.asname else ""
-                    )
-                out.imports[bound] = (stmt, text + "\n")
-        elif (
-            isinstance(stmt, ast.Assign)
-            and len(stmt.targets) == 1
-            and isinstance(stmt.targets[0], ast.Attribute)
-            and not scope
-        ):
-            out.attr_assigns[au.dump(stmt.targets[0])] = stmt
-        elif isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and _targets(stmt):
-            for name in _targets(stmt):
-                out.assigns[name].append(stmt)
-        elif isinstance(stmt, ast.ImportFrom):
-            continue
-        else:
-            out.other.append(stmt)
-    return out
-
-
-def _targets(stmt: ast.stmt) -> list[str]:
-    if isinstance(stmt, ast.Assign):
-        names = []
-        for t in stmt.targets:
-            if isinstance(t, ast.Name):
-                names.append(t.id)
-            elif isinstance(t, (ast.Tuple, ast.List)) and all(
-                isinstance(e, ast.Name) for e in t.elts
-            ):
-                names += [e.id for e in t.elts if isinstance(e, ast.Name)]
-            else:
-                return []
-        return names
-    if isinstance(stmt, (ast.AnnAssign, ast.AugAssign)) and isinstance(stmt.target, ast.Name):
-        return [stmt.target.id]
-    return []
-
-
-def _own_names(body: list[ast.stmt], top_level: set[str]) -> set[str]:
-    """Names the module defines itself or imports from its own distribution.
-
-    Calls to these run the distribution's own code; calls through other imported
-    modules (``os.urandom``, ``requests.get``) are not known to be free of side effects.
-    """
-    names = set()
-    for stmt in body:
-        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-            source = stmt.module if isinstance(stmt, ast.ImportFrom) else None
-            own = isinstance(stmt, ast.ImportFrom) and (
-                stmt.level > 0 or (source or "").split(".")[0] in top_level
-            )
-            for alias in stmt.names:
-                if own or (isinstance(stmt, ast.Import) and alias.name.split(".")[0] in top_level):
-                    names.add(alias.asname or alias.name.split(".")[0])
-        else:
-            names |= _bound_names([stmt])
-    return names
-
-
-def _bound_names(body: list[ast.stmt]) -> set[str]:
-    names: set[str] = set()
-    for stmt in body:
-        if isinstance(stmt, (*au.DEFS, ast.ClassDef)):
-            names.add(stmt.name)
-        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
-            names |= {a.asname or a.name.split(".")[0] for a in stmt.names}
-        else:
-            names |= set(_targets(stmt))
-    return names
-
-
-def _imported(body: list[ast.stmt]) -> tuple[str, ...]:
-    """Names bound by import statements at module level (the compiler treats them apart)."""
-    names = set()
-    stack: list[ast.AST] = list(body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            names |= {a.asname or a.name.split(".")[0] for a in node.names if a.name != "*"}
-        elif not isinstance(node, (*au.DEFS, ast.ClassDef, ast.Lambda, ast.expr)):
-            stack.extend(ast.iter_child_nodes(node))
-    return tuple(sorted(names))
-
-
-def _future(tree: ast.Module) -> tuple[str, ...]:
-    return tuple(
-        sorted(
-            a.name
-            for s in tree.body
-            if isinstance(s, ast.ImportFrom) and s.module == "__future__"
-            for a in s.names
-        )
-    )
-
-
-def _docstring(body: list[ast.stmt]) -> str:
-    return au.dump(body[0]) if body and au.docstring_stripped(body) is not body else ""
-
-
-def _literal(stmt: ast.stmt) -> bool:
-    value = getattr(stmt, "value", None)
-    return value is not None and all(
-        isinstance(
-            n,
-            (
-                ast.Constant,
-                ast.Tuple,
-                ast.List,
-                ast.Load,
-                ast.Name,
-                ast.Call,
-                ast.Attribute,
-                ast.BinOp,
-                ast.Add,
-                ast.keyword,
-            ),
-        )
-        for n in ast.walk(value)
-    )
-
-
-def _mangle(scope: tuple[str, ...], name: str) -> str:
-    """The name a class body really binds for ``name`` (private names are mangled)."""
-    if scope and name.startswith("__") and not name.endswith("__"):
-        owner = scope[-1].lstrip("_")
-        if owner:
-            return f"_{owner}{name}"
-    return name
-
-
-def _names_used(node: ast.stmt) -> set[str]:
-    """Names a function uses, or that building an instance of a class may use."""
-    parts: list[ast.AST] = [node]
-    if isinstance(node, ast.ClassDef):
-        parts = [
-            s
-            for s in node.body
-            if not isinstance(s, (*au.DEFS, ast.ClassDef)) or s.name in _CONSTRUCTORS
-        ]
-    return {n.id for part in parts for n in ast.walk(part) if isinstance(n, ast.Name)}
-
-
-def _is_string(stmt: ast.stmt) -> bool:
-    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
-
-
-def _defines(stmt: ast.stmt) -> bool:
-    return any(isinstance(n, (*au.DEFS, ast.ClassDef)) for n in ast.walk(stmt))
-
-
-def _assigns_name(body: list[ast.stmt], name: str) -> bool:
-    return any(name in _targets(s) for s in body)
-
-
-_DATACLASS_ATTRS = (
-    "__init__",
-    "__repr__",
-    "__eq__",
-    "__hash__",
-    "__match_args__",
-    "__lt__",
-    "__le__",
-    "__gt__",
-    "__ge__",
-    "__dataclass_fields__",
-    "__dataclass_params__",
-)
-
-
-def _fields_of(cls: ast.ClassDef) -> list[ast.AnnAssign]:
-    return [s for s in cls.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)]
-
-
-def _field_names(cls: ast.ClassDef) -> list[str]:
-    return [f.target.id for f in _fields_of(cls) if isinstance(f.target, ast.Name)]
-
-
-def _without_fields(body: list[ast.stmt]) -> list[ast.stmt]:
-    return [
-        s for s in body if not (isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name))
-    ]
-
-
-def _self_name(func: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
-    args = [*func.args.posonlyargs, *func.args.args]
-    if not args or any(
-        (au.decorator_name(d) or "") in ("staticmethod", "classmethod") for d in func.decorator_list
-    ):
-        return None
-    return args[0].arg
-
-
-def _self_assigned(cls: ast.ClassDef) -> set[str]:
-    """Attributes the class's methods store on ``self``."""
-    out: set[str] = set()
-    for func in cls.body:
-        if not isinstance(func, au.DEFS) or (me := _self_name(func)) is None:
-            continue
-        for node in ast.walk(func):
-            if (
-                isinstance(node, ast.Attribute)
-                and isinstance(node.ctx, ast.Store)
-                and isinstance(node.value, ast.Name)
-                and node.value.id == me
-            ):
-                out.add(node.attr)
-            elif (
-                isinstance(node, ast.Call)
-                and au.dotted(node.func) in ("setattr", "object.__setattr__")
-                and len(node.args) >= 2
-                and isinstance(node.args[0], ast.Name)
-                and node.args[0].id == me
-                and isinstance(node.args[1], ast.Constant)
-                and isinstance(node.args[1].value, str)
-            ):
-                out.add(node.args[1].value)
-    return out
-
-
-def _self_reads(func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[tuple[str, int]]:
-    me = _self_name(func)
-    return [
-        (node.attr, node.lineno)
-        for node in ast.walk(func)
-        if me is not None
-        and isinstance(node, ast.Attribute)
-        and isinstance(node.ctx, ast.Load)
-        and isinstance(node.value, ast.Name)
-        and node.value.id == me
-    ]
-
-
-def _is_dataclass(cls: ast.ClassDef) -> bool:
-    return any(
-        (au.decorator_name(d) or "").rsplit(".", 1)[-1] in ("dataclass", "define", "frozen", "s")
-        for d in cls.decorator_list
-    )
-
-
-def _import_source(stmt: ast.stmt, module: str) -> str | None:
-    if isinstance(stmt, ast.Import):
-        return stmt.names[0].name
-    if isinstance(stmt, ast.ImportFrom):
-        if stmt.level:
-            return module.split(".", maxsplit=1)[0]
-        return stmt.module
-    return None
-
-
-def _qual(scope: tuple[str, ...], name: str) -> str:
-    return ".".join((*scope, name))
-
-
-def _code_at(
-    module_code: CodeType, scope: tuple[str, ...], name: str, occurrence: int
-) -> CodeType | None:
-    code: CodeType | None = module_code
-    for part in scope:
-        code = _child(code, part, 0) if code is not None else None
-    return _child(code, name, occurrence) if code is not None else None
-
-
-def _child(code: CodeType, name: str, occurrence: int) -> CodeType | None:
-    seen = 0
-    for const in code.co_consts:
-        if isinstance(const, CodeType) and const.co_name == name:
-            if seen == occurrence:
-                return const
-            seen += 1
-    return None
-
-
-def _unmappable_closures(old: CodeType, new: CodeType, label: str) -> str | None:
-    counts: dict[str, int] = defaultdict(int)
-    for const in old.co_consts:
-        if not isinstance(const, CodeType):
-            continue
-        match = _child(new, const.co_name, counts[const.co_name])
-        counts[const.co_name] += 1
-        if match is None or fingerprint(match) == fingerprint(const):
-            continue
-        if match.co_freevars != const.co_freevars:
-            return (
-                f"{label}.<locals>.{const.co_name}: captured variables changed "
-                f"{const.co_freevars} -> {match.co_freevars}; closures made before the patch cannot be updated"
-            )
-        deeper = _unmappable_closures(const, match, f"{label}.<locals>.{const.co_name}")
-        if deeper:
-            return deeper
-    return None
-
-
-def _same_statement(stmt: ast.Assign, action: Action) -> bool:
-    target = stmt.targets[0]
-    return (
-        isinstance(target, ast.Attribute)
-        and action.names == (target.attr,)
-        and action.expression == ast.unparse(stmt.value)
-    )
