@@ -579,9 +579,9 @@ REFUSALS = [
         id="side-effect-default",
     ),
     pytest.param(
-        "X = 1\nX = 2\n",
-        "X = 1\nX = 3  # <-\n",
-        "X is assigned more than once at import",
+        "X = 1\nX: int = 2\n",
+        "X = 1\nX: int = 3  # <-\n",
+        "X is assigned more than once at import, not only by plain assignments",
         id="assigned-twice",
     ),
     pytest.param(

@@ -1359,3 +1359,34 @@ def test_fix_imports_a_helper_the_package_adds_to_another_module(
         """,
         pkg=pkg,
     )
+
+
+def test_constant_built_in_steps_is_rebuilt_in_order(python: str, tmp_path: Path) -> None:
+    # sqlparse builds SQL_REGEX as a list of patterns, then compiles it in a second step
+    old = """\
+        import re
+
+        RULES = [r"a+", r"b"]
+        RULES = [re.compile(p).fullmatch for p in RULES]
+
+
+        def classify(word):
+            return [bool(m(word)) for m in RULES]
+        """
+    new = textwrap.dedent(old).replace('r"a+"', 'r"a{1,3}"')
+    base, pkg = _case(tmp_path, old, new)
+    _live(
+        python,
+        tmp_path,
+        base,
+        """
+        from hpdemo import m
+        assert m.classify("aaaa") == [True, False]
+        report = pyhotpatch.apply(pkg)
+        assert report["rebuilt"] == 2, report
+        assert m.classify("aaaa") == [False, False] and m.classify("aa") == [True, False]
+        pyhotpatch.revert("KB1")
+        assert m.classify("aaaa") == [True, False]
+        """,
+        pkg=pkg,
+    )

@@ -269,10 +269,7 @@ class ModuleDiffer:
                 )
                 continue
             if len(stmts) > 1 or len(before) > 1:
-                self._refuse(
-                    stmt.lineno,
-                    f"{label} is assigned more than once at import; cannot recompute it",
-                )
+                self._chain(name, stmts, bool(before), scope, label)
                 continue
             if isinstance(stmt, ast.AnnAssign) and stmt.value is None:
                 self._ignore(stmt.lineno, f"annotation of {label} changed")
@@ -323,6 +320,50 @@ class ModuleDiffer:
             if before_attr is not None and au.dump(before_attr) == au.dump(stmt):
                 continue
             self._attr_rebuild(stmt, "changed")
+
+    def _chain(
+        self,
+        name: str,
+        stmts: list[ast.stmt],
+        existed: bool,
+        scope: tuple[str, ...],
+        label: str,
+    ) -> None:
+        """Recompute a name the module builds in steps (``X = [...]``, then ``X = f(X)``).
+
+        Every step runs again after the swap, in order, each reading what the one before
+        bound; allowed only when every step is a plain assignment to the name alone.
+        """
+        for stmt in stmts:
+            plain = isinstance(stmt, ast.Assign) and [
+                t.id for t in stmt.targets if isinstance(t, ast.Name)
+            ] == [name]
+            if not plain:
+                self._refuse(
+                    stmt.lineno,
+                    f"{label} is assigned more than once at import, not only by plain "
+                    "assignments; cannot recompute it",
+                )
+                return
+            assert isinstance(stmt, ast.Assign)
+            if self._side_effects(
+                stmt.value, stmt.lineno, f"{label} is computed at import by code with side effects"
+            ):
+                return
+        if scope:
+            self.state_changed.add(scope[0])
+        for i, stmt in enumerate(stmts):
+            last = i == len(stmts) - 1
+            self._emit_define(
+                self._segment(stmt, self.new_lines),
+                stmt.lineno,
+                scope,
+                (name,),
+                f"constant {label} (step {i + 1} of {len(stmts)})",
+                "rebuilt",
+                kind="rebuild",
+                aliases=self._aliases(scope, (name,)) if existed and last else (),
+            )
 
     def _attr_rebuild(self, stmt: ast.Assign, why: str) -> None:
         target = stmt.targets[0]

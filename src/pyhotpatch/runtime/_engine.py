@@ -381,11 +381,19 @@ def _commit(batch: list[Assign], rebuilds: list[Any]) -> list[Assign]:
     from pyhotpatch.runtime._plan import apply_assigns
 
     rebuilt: list[Assign] = []
+    first: dict[tuple[int, str], Assign] = {}
     try:
         apply_assigns(batch)
         for rebuild in rebuilds:
             made = rebuild.run()
             apply_assigns(made)
+            for a in made:
+                if a.key in first:
+                    # a name rebuilt in steps: undoing it must go back to the value before
+                    # the first step, not to what an earlier step bound
+                    a.old = first[a.key].old
+                else:
+                    first[a.key] = a
             rebuilt += made
     except BaseException as exc:
         _restore(rebuilt)
