@@ -23,7 +23,7 @@ from types import CodeType, FunctionType, MethodType, ModuleType
 from typing import Any
 
 from pyhotpatch.errors import ApplyError, BaselineMismatch
-from pyhotpatch.package import Action, ModulePatch, Package
+from pyhotpatch.package import Action, ModulePatch, Package, SourceRef
 from pyhotpatch.runtime import _compile
 from pyhotpatch.runtime._fingerprint import fingerprint
 
@@ -80,15 +80,43 @@ class Rebuild:
         return _bind(self.owner, self.names, ns, self.aliases, self.view, self.label)
 
 
-def _rebuild_code(
-    action: Action, package: Package, filename: str, flags: int, imports: tuple[str, ...]
-) -> CodeType:
+@dataclass(frozen=True)
+class _Where:
+    """The module being planned and what compiling its package sources needs."""
+
+    module: ModuleType
+    patch: ModulePatch
+    package: Package
+    view: View
+    filename: str
+    flags: int
+
+    def source(self, ref: SourceRef | None) -> str:
+        """The package text ``ref`` points at."""
+        assert ref is not None
+        return self.package.source(ref.digest)
+
+    def statement(self, action: Action) -> ast.stmt:
+        """The fixed release's statement an action runs."""
+        assert action.new is not None
+        return _compile.parse_unit(self.source(action.new), action.new.line)
+
+    def in_scope(self, action: Action, stmt: ast.stmt | None = None) -> CodeType:
+        """Code running the action's statement (parsed already, or not) where the module would."""
+        return _compile.compile_in_scope(
+            stmt or self.statement(action),
+            action.scope,
+            self.filename,
+            self.flags,
+            self.patch.fixed_imports,
+        )
+
+
+def _rebuild_code(where: _Where, action: Action) -> CodeType:
     """Code for a rebuild: a statement run in the scope, or an expression bound to one name."""
     if action.expression is not None:
-        return _compile.compile_expression(action.expression, filename, flags)
-    assert action.new is not None
-    stmt = _compile.parse_unit(package.source(action.new.digest), action.new.line)
-    return _compile.compile_in_scope(stmt, action.scope, filename, flags, imports)
+        return _compile.compile_expression(action.expression, where.filename, where.flags)
+    return where.in_scope(action)
 
 
 @dataclass
@@ -161,34 +189,21 @@ def plan_module(
                 ns.setdefault(key, value)
         return ns
 
+    where = _Where(module, patch, package, view, filename, flags)
     for action in patch.actions:
         label = f"{patch.name}.{action.qualname}" if action.qualname else patch.name
         if action.guard is not None and not _holds(action.guard, module, filename, flags, label):
             continue
         owner = _resolve_scope(module, action.scope, label)
         if action.kind == "function":
-            ns = scope_ns(owner)
-            _plan_function(
-                module,
-                owner,
-                ns,
-                patch,
-                action,
-                package,
-                view,
-                filename,
-                flags,
-                plan,
-                nested,
-                label,
-            )
+            _plan_function(where, owner, scope_ns(owner), action, plan, nested, label)
         elif action.kind in ("define", "rebuild"):
             if action.kind == "rebuild":
                 plan.rebuilds.append(
                     Rebuild(
                         module,
                         owner,
-                        _rebuild_code(action, package, filename, flags, patch.fixed_imports),
+                        _rebuild_code(where, action),
                         action.names,
                         action.aliases,
                         view,
@@ -197,15 +212,11 @@ def plan_module(
                     )
                 )
                 continue
-            assert action.new is not None
-            stmt = _compile.parse_unit(package.source(action.new.digest), action.new.line)
-            code = _compile.compile_in_scope(
-                stmt, action.scope, filename, flags, patch.fixed_imports
-            )
             ns = scope_ns(owner)
+            stmt = where.statement(action)
             if not _import_pending(stmt, module, pending, ns):
                 try:
-                    exec(code, module.__dict__, ns)
+                    exec(where.in_scope(action, stmt), module.__dict__, ns)
                 except Exception as exc:
                     raise ApplyError(
                         f"{label}: running the new definition failed: {exc!r}"
@@ -214,18 +225,7 @@ def plan_module(
         elif action.kind == "clear":
             plan.caches += unwrap(view.get(owner, action.name))[1]
         elif action.kind == "dataclass":
-            plan.assigns += _refresh_dataclass(
-                module,
-                owner,
-                dict(scope_ns(owner)),
-                patch,
-                action,
-                package,
-                view,
-                filename,
-                flags,
-                label,
-            )
+            plan.assigns += _refresh_dataclass(where, owner, dict(scope_ns(owner)), action, label)
         elif action.kind == "bases":
             assert action.expression is not None
             ns = namespaces.setdefault(id(module), {})
@@ -246,38 +246,27 @@ def plan_module(
 
 
 def _plan_function(
-    module: ModuleType,
+    where: _Where,
     owner: Any,
     ns: dict[str, Any],
-    patch: ModulePatch,
     action: Action,
-    package: Package,
-    view: View,
-    filename: str,
-    flags: int,
     plan: ModulePlan,
     nested: dict[int, tuple[CodeType, CodeType, str]],
     label: str,
 ) -> None:
     assert action.old is not None and action.new is not None
+    view = where.view
     raw = view.get(owner, action.name)
     if raw is MISSING:
         raise BaselineMismatch(f"{label}: not defined in the running process")
-    old = _compile.compile_function(
-        package.source(action.old.digest),
-        action.old.line,
-        action.scope,
-        filename,
-        flags,
-        patch.imports,
-    )
-    new = _compile.compile_function(
-        package.source(action.new.digest),
-        action.new.line,
-        action.scope,
-        filename,
-        flags,
-        patch.fixed_imports,
+    old, new = (
+        _compile.compile_function(
+            where.source(ref), ref.line, action.scope, where.filename, where.flags, imports
+        )
+        for ref, imports in (
+            (action.old, where.patch.imports),
+            (action.new, where.patch.fixed_imports),
+        )
     )
     want_old, want_new = fingerprint(old), fingerprint(new)
     funcs, caches = unwrap(raw)
@@ -289,7 +278,7 @@ def _plan_function(
         raise BaselineMismatch(f"{label}: the running code does not match the package's baseline")
     defaults: tuple[Any, Any] | None = None
     if action.rebind_defaults:
-        defaults = _new_defaults(module, ns, package.source(action.new.digest), action, label)
+        defaults = _new_defaults(where.module, ns, where.source(action.new), action, label)
     for func in targets:
         live = view.get(func, "__code__")
         if live.co_freevars != new.co_freevars:
@@ -429,26 +418,15 @@ def _new_defaults(
 
 
 def _refresh_dataclass(
-    module: ModuleType,
-    owner: Any,
-    ns: dict[str, Any],
-    patch: ModulePatch,
-    action: Action,
-    package: Package,
-    view: View,
-    filename: str,
-    flags: int,
-    label: str,
+    where: _Where, owner: Any, ns: dict[str, Any], action: Action, label: str
 ) -> list[Assign]:
     """Assignments that give the live dataclass the generated methods of its fixed definition."""
-    assert action.new is not None
+    view = where.view
     live = view.get(owner, action.name)
     if not isinstance(live, type) or "__dataclass_fields__" not in live.__dict__:
         raise BaselineMismatch(f"{label}: not a dataclass in the running process")
-    stmt = _compile.parse_unit(package.source(action.new.digest), action.new.line)
-    code = _compile.compile_in_scope(stmt, action.scope, filename, flags, patch.fixed_imports)
     try:
-        exec(code, module.__dict__, ns)
+        exec(where.in_scope(action), where.module.__dict__, ns)
     except Exception as exc:
         raise ApplyError(
             f"{label}: running the fixed dataclass definition failed: {exc!r}"
