@@ -28,6 +28,13 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
+#: options shared by the commands that act on running processes
+PidOption = Annotated[
+    list[int] | None, typer.Option("--pid", help="Target process; repeat for several.")
+]
+AllOption = Annotated[bool, typer.Option("--all", help="Every process with the runtime enabled.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print reports as JSON.")]
+
 EXIT_FAILED = 1
 EXIT_NOT_HOTPATCHABLE = 3
 
@@ -157,13 +164,9 @@ def inspect(
 @app.command()
 def apply(
     file: Annotated[Path, typer.Argument(help="A .hotpatch package.")],
-    pid: Annotated[
-        list[int] | None, typer.Option("--pid", help="Target process; repeat for several.")
-    ] = None,
-    all_processes: Annotated[
-        bool, typer.Option("--all", help="Every process with the runtime enabled.")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print reports as JSON.")] = False,
+    pid: PidOption = None,
+    all_processes: AllOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Apply a package to running processes through their control sockets."""
     from pyhotpatch.runtime import client
@@ -179,13 +182,9 @@ def apply(
 @app.command()
 def revert(
     patch_id: Annotated[str, typer.Argument(metavar="ID", help="The active hotpatch's id.")],
-    pid: Annotated[
-        list[int] | None, typer.Option("--pid", help="Target process; repeat for several.")
-    ] = None,
-    all_processes: Annotated[
-        bool, typer.Option("--all", help="Every process with the runtime enabled.")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print reports as JSON.")] = False,
+    pid: PidOption = None,
+    all_processes: AllOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Revert the active hotpatch in running processes (back to the baseline)."""
     from pyhotpatch.runtime import client
