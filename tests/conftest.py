@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from databases import postgres_database
 from procs.harness import Children, Demo, build_demo
 from support import SUPPORTED, find_python
 
@@ -39,3 +40,15 @@ def kids(python: str) -> Iterator[Children]:
     children = Children(python)
     yield children
     children.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """An empty database: an SQLite file, then a fresh database on the local PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'control-plane.db'}"
+        return
+    with postgres_database() as url:
+        yield url

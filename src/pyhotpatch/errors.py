@@ -56,3 +56,34 @@ class TransportError(HotpatchError):
 
 class SourceError(HotpatchError):
     """A release given to the builder cannot be read or fetched."""
+
+
+class CatalogError(HotpatchError):
+    """A catalog request is malformed or names a product or release that does not exist."""
+
+
+class PublishRefused(CatalogError):
+    """Publishing a release would break the catalog's rules; nothing was published.
+
+    ``reasons`` holds one sentence per broken rule.
+    """
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = list(reasons)
+        super().__init__("; ".join(self.reasons))
+
+
+class DistributionError(HotpatchError):
+    """A release could not be fetched with its signatures verified; nothing was installed.
+
+    Raised for tampered, replayed, expired or wrongly signed metadata and artifacts,
+    and for a server that cannot be reached.
+    """
+
+
+class WrongBaseline(DistributionError):
+    """A verified hotpatch was built for another baseline than the one the machine runs."""
+
+
+class NotFound(CatalogError):
+    """A product, release or artifact named in a request does not exist."""
