@@ -1,0 +1,65 @@
+"""The FastAPI application of the control plane."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from pyhotpatch.catalog import Catalog
+from pyhotpatch.server import _errors
+from pyhotpatch.server._auth import BearerAuth
+from pyhotpatch.server._catalog_routes import catalog_router
+from pyhotpatch.server._tuf_routes import tuf_router
+
+log = logging.getLogger("pyhotpatch.server")
+
+
+def create_app(catalog: Catalog, *, admin_token: str, refresh_seconds: float = 60.0) -> FastAPI:
+    """The control plane's API around ``catalog``.
+
+    While it runs, a background thread re-signs TUF metadata before it expires
+    (checked every ``refresh_seconds``), so agents never see a frozen repository.
+    """
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        worker = threading.Thread(
+            target=_keep_fresh,
+            args=(catalog, stop, refresh_seconds),
+            name="tuf-refresh",
+            daemon=True,
+        )
+        worker.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            worker.join(timeout=10)
+
+    app = FastAPI(
+        title="pyhotpatch control plane",
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+    )
+    _errors.install(app)
+    app.include_router(catalog_router(catalog, BearerAuth(admin_token)))
+    app.include_router(tuf_router(catalog.signing, catalog.blobs, catalog.engine))
+    return app
+
+
+def _keep_fresh(catalog: Catalog, stop: threading.Event, every: float) -> None:
+    while True:
+        try:
+            renewed = catalog.signing.refresh()
+            if renewed:
+                log.info("re-signed TUF metadata: %s", ", ".join(renewed))
+        except Exception:
+            log.exception("re-signing TUF metadata failed; retrying in %.0f s", every)
+        if stop.wait(every):
+            return

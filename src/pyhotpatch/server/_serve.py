@@ -1,0 +1,70 @@
+"""Running the control plane: ``hotpatch server``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyhotpatch.catalog import Catalog, TufSettings, default_data_dir
+from pyhotpatch.server._app import create_app
+from pyhotpatch.server._auth import TOKEN_FILE, admin_token
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where the control plane keeps its state and where it listens."""
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    db_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8480
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tuf: TufSettings | None = None
+
+
+def serve(settings: ServerSettings) -> None:
+    """Open (or create) the control plane's state and serve the API until interrupted."""
+    import uvicorn
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    catalog = Catalog.open(settings.data_dir, url=settings.db_url, tuf=settings.tuf)
+    try:
+        token = admin_token(settings.data_dir)
+        app = create_app(catalog, admin_token=token)
+        scheme = "https" if settings.tls_cert else "http"
+        where = (
+            "HOTPATCH_ADMIN_TOKEN"
+            if token != _stored(settings.data_dir)
+            else str(settings.data_dir / TOKEN_FILE)
+        )
+        print(
+            f"pyhotpatch control plane on {scheme}://{settings.host}:{settings.port}\n"
+            f"  data: {settings.data_dir}\n"
+            f"  administrator token: {where}\n"
+            f"  trusted TUF root for agents: {scheme}://{settings.host}:{settings.port}/hotpatch/tuf/metadata/root.json "
+            "(copy it to agents out of band: `hotpatch release root -o root.json`)",
+            file=sys.stderr,
+            flush=True,
+        )
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+            ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+            log_level="info",
+        )
+    finally:
+        catalog.close()
+
+
+def _stored(data_dir: Path) -> str | None:
+    try:
+        return (data_dir / TOKEN_FILE).read_text().strip()
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,77 @@
+"""A real control plane for tests: ``hotpatch server`` in a subprocess on a loopback port."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HOTPATCH = [sys.executable, "-c", "from pyhotpatch.cli import main; main()"]
+TOKEN = "test-admin-token-0123456789abcdef"
+
+
+class ServerProcess:
+    """``hotpatch server --port 0`` with its own data directory; ``url`` once it listens."""
+
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        environ = {**os.environ, "HOTPATCH_ADMIN_TOKEN": TOKEN, **(env or {})}
+        self.log: list[str] = []
+        self.proc = subprocess.Popen(
+            [*HOTPATCH, "server", "--port", "0", "--data-dir", str(data_dir), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environ,
+        )
+        found = threading.Event()
+        self.url = ""
+
+        def read() -> None:
+            assert self.proc.stderr is not None
+            for line in self.proc.stderr:
+                self.log.append(line)
+                match = re.search(r"Uvicorn running on (http://[0-9.]+:[0-9]+)", line)
+                if match:
+                    self.url = match.group(1)
+                    found.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        deadline = time.monotonic() + 60
+        while not found.wait(0.1):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("hotpatch server did not start:\n" + "".join(self.log))
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+def hotpatch(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``hotpatch`` command."""
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith(("HOTPATCH_", "PYHOTPATCH_HOME"))
+    }
+    environ.update({"COLUMNS": "160", **(env or {})})
+    return subprocess.run(
+        [*HOTPATCH, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environ,
+        check=False,
+    )

@@ -1,0 +1,60 @@
+"""The control plane's server in-process: background re-signing on an injected clock."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from pyhotpatch.catalog import Catalog
+from pyhotpatch.clock import ManualClock
+from pyhotpatch.server import create_app
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[tuple[str, ManualClock, Catalog]]:
+    clock = ManualClock(datetime.now(timezone.utc))
+    catalog = Catalog.open(tmp_path / "data", clock=clock)
+    app = create_app(catalog, admin_token="x" * 32, refresh_seconds=0.05)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}", clock, catalog
+    server.should_exit = True
+    thread.join(10)
+    catalog.close()
+
+
+def test_timestamp_is_re_signed_before_it_expires(
+    running: tuple[str, ManualClock, Catalog],
+) -> None:
+    url, clock, _catalog = running
+
+    def version() -> int:
+        reply = httpx.get(f"{url}/hotpatch/tuf/metadata/timestamp.json")
+        assert reply.status_code == 200
+        return int(reply.json()["signed"]["version"])
+
+    before = version()
+    clock.advance(timedelta(hours=6))
+    time.sleep(0.3)
+    assert version() == before, "re-signed although most of its lifetime remained"
+    clock.advance(timedelta(hours=7))  # now less than half of the one-day lifetime is left
+    deadline = time.monotonic() + 10
+    while version() == before:
+        assert time.monotonic() < deadline, "the timestamp was not re-signed"
+        time.sleep(0.05)
+    fresh = httpx.get(f"{url}/hotpatch/tuf/metadata/timestamp.json").json()["signed"]["expires"]
+    expires = datetime.fromisoformat(fresh.replace("Z", "+00:00"))
+    assert expires - clock() > timedelta(hours=23)
