@@ -265,3 +265,18 @@ def test_settings_and_thresholds(tmp_path: Path) -> None:
         assert len(keys) == 6 and all(k.stat().st_mode & 0o777 == 0o600 for k in keys)
     finally:
         running.stop()
+
+
+def test_rotate_keys_on_the_control_plane_host(tmp_path: Path) -> None:
+    local = ["--data-dir", str(tmp_path / "d")]
+    before = json.loads(hotpatch("release", "root", *local).stdout)
+    done = hotpatch("release", "rotate-keys", "timestamp", *local)
+    assert done.returncode == 0, done.stderr
+    assert "timestamp now signs with 1 new key(s)" in done.stdout
+    after = json.loads(hotpatch("release", "root", *local).stdout)
+    assert after["signed"]["version"] == before["signed"]["version"] + 1
+    old, new = before["signed"]["roles"]["timestamp"], after["signed"]["roles"]["timestamp"]
+    assert set(old["keyids"]).isdisjoint(new["keyids"])
+    assert list((tmp_path / "d" / "keys" / "retired").glob("*.pem"))
+    done = hotpatch("release", "rotate-keys", "everything", *local)
+    assert done.returncode == 1 and "everything" in done.stderr
