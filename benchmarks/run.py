@@ -18,7 +18,7 @@ from pathlib import Path
 
 from _common import Report, Table, Target
 
-NAMES = ("pause", "latency", "size", "buildtime", "readiness", "instructions")
+NAMES = ("pause", "latency", "size", "buildtime", "readiness", "instructions", "distribution")
 
 
 def _run_one(name: str, quick: bool) -> Report:

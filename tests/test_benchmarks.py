@@ -42,3 +42,29 @@ def test_quick_pause_benchmark_prints_figures(tmp_path: Path) -> None:
     for runs in sizes.values():
         assert len(runs["pause"]) == 3 and all(v > 0 for v in runs["pause"])
         assert all(v > 0 for v in runs["gap_base"])
+
+
+def test_quick_distribution_benchmark_prints_figures(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--quick",
+            "--json",
+            str(out),
+            "distribution",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "=== distribution" in done.stdout and "crashed" not in done.stdout, (
+        done.stdout + done.stderr
+    )
+    assert re.search(r"^sqlite\s+\d+\.\d ms\s+\d+\.\d ms", done.stdout, re.M), done.stdout
+    (report,) = json.loads(out.read_text())
+    assert len(report["data"]["sqlite"]["publish_s"]) == 10
+    assert report["data"]["sqlite"]["fetch_s"]["cold"] > 0

@@ -116,6 +116,8 @@ def test_publish_history_and_calendar(
         *remote(server),
     )
     assert done.returncode == 0, done.stderr
+    assert "carrying the fixes of KB5000002 (cumulative)" in done.stderr
+    assert "the builder refused 1 change(s): shipping as an unplanned baseline" in done.stderr
     unplanned = json.loads(done.stdout)
     assert unplanned["kind"] == "unplanned-baseline"
     assert unplanned["replaces"] == "2026-03"

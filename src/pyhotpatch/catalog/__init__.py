@@ -23,7 +23,6 @@ from pyhotpatch.catalog._catalog import (
 )
 from pyhotpatch.catalog._lock import Pin, parse_lock
 from pyhotpatch.catalog._model import (
-    CLASSIFICATIONS,
     SECURITY_CLASSIFICATIONS,
     Artifact,
     Image,
@@ -34,6 +33,7 @@ from pyhotpatch.catalog._model import (
 from pyhotpatch.catalog._products import DEFAULT_PRODUCTS
 from pyhotpatch.catalog._svg import render_svg
 from pyhotpatch.catalog._tuf_repo import SigningRepository, TufSettings, target_path
+from pyhotpatch.package import CLASSIFICATIONS
 
 __all__ = [
     "CLASSIFICATIONS",

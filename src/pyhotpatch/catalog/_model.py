@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any
 
 from pyhotpatch.errors import CatalogError
+from pyhotpatch.package import CLASSIFICATIONS
 
 KB_RE = re.compile(r"^KB[0-9]{4,10}$")
 #: CVE, GHSA, PYSEC and other advisory ids
@@ -36,17 +37,6 @@ class Kind(str, Enum):
         return self in (Kind.PLANNED_BASELINE, Kind.UNPLANNED_BASELINE)
 
 
-#: Azure's ``PatchInstallationDetail.classifications`` values, in Azure's order
-CLASSIFICATIONS = (
-    "Critical",
-    "Security",
-    "UpdateRollUp",
-    "FeaturePack",
-    "ServicePack",
-    "Definition",
-    "Tools",
-    "Updates",
-)
 #: the classifications that install automatically and may ship as a hotpatch
 SECURITY_CLASSIFICATIONS = ("Critical", "Security")
 #: MSRC severity ratings

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,17 @@ class Fix:
     notes: tuple[str, ...] = field(default=())
 
 
-def publish_fix(access: CatalogAccess, fix: Fix, specs: list[str], workdir: Path) -> dict[str, Any]:
-    """Build and publish ``specs`` (fixed releases) as a hotpatch, or as an unplanned baseline."""
+def publish_fix(
+    access: CatalogAccess,
+    fix: Fix,
+    specs: list[str],
+    workdir: Path,
+    say: Callable[[str], None] = lambda _line: None,
+) -> dict[str, Any]:
+    """Build and publish ``specs`` (fixed releases) as a hotpatch, or as an unplanned baseline.
+
+    ``say`` hears one line per step, so a person watching knows what is taking the time.
+    """
     from pyhotpatch import build as builder
     from pyhotpatch.package import Manifest, write_package
 
@@ -49,6 +59,7 @@ def publish_fix(access: CatalogAccess, fix: Fix, specs: list[str], workdir: Path
     if not baselines:
         raise HotpatchError(f"product {fix.product} has no baseline yet: publish a baseline first")
     baseline = baselines[-1]
+    say(f"current baseline of {fix.product}: {baseline['kbId']}")
     lock_ref = _only(baseline, "lock")
     pins = parse_lock(access.fetch(lock_ref["sha256"], workdir / lock_ref["name"]).read_text())
     base_wheels = {
@@ -58,6 +69,7 @@ def publish_fix(access: CatalogAccess, fix: Fix, specs: list[str], workdir: Path
     fixed: dict[str, Path] = {}
     previous = [r for r in history if r["kind"] == "hotpatch" and r["baseline"] == baseline["kbId"]]
     if previous:
+        say(f"carrying the fixes of {previous[-1]['kbId']} (cumulative)")
         for artifact in previous[-1]["artifacts"]:
             if artifact["role"] == "wheel":
                 fixed[wheel_pin(artifact["name"])[0]] = access.fetch(
@@ -79,6 +91,7 @@ def publish_fix(access: CatalogAccess, fix: Fix, specs: list[str], workdir: Path
                 f"{name} is not part of baseline {baseline['kbId']} of {fix.product}"
             )
         old = access.fetch(base_wheels[name]["sha256"], workdir / base_wheels[name]["name"])
+        say(f"building {name} {pins[name].version} -> {wheel_pin(wheel.name)[1]}")
         try:
             result = builder.build(
                 str(old),
@@ -131,6 +144,7 @@ def publish_fix(access: CatalogAccess, fix: Fix, specs: list[str], workdir: Path
         body["notes"] = list(fix.notes)
         return access.publish(body)
 
+    say(f"the builder refused {len(refused)} change(s): shipping as an unplanned baseline")
     lock_lines = []
     wheels = []
     for name, pin in sorted(pins.items()):

@@ -171,7 +171,7 @@ def publish(
                 published,
             )
             with tempfile.TemporaryDirectory(prefix="hotpatch-fix-") as work:
-                release = publish_fix(access, fixing, fix, Path(work))
+                release = publish_fix(access, fixing, fix, Path(work), say=err.print)
         else:
             for path in [*files, *([lock] if lock else [])]:
                 if not path.is_file():
