@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from arm import Arm, start_arm
 from databases import postgres_database
 from procs.harness import Children, Demo, build_demo
 from support import SUPPORTED, find_python
@@ -52,3 +53,12 @@ def database_url(
         return
     with postgres_database() as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def arm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arm]:
+    """A control plane over HTTPS shared by one test module; its subscription exists."""
+    running = start_arm(tmp_path_factory.mktemp("arm"))
+    running.token("Owner")
+    yield running
+    running.server.stop()

@@ -34,7 +34,7 @@ class ServerProcess:
             assert self.proc.stderr is not None
             for line in self.proc.stderr:
                 self.log.append(line)
-                match = re.search(r"Uvicorn running on (http://[0-9.]+:[0-9]+)", line)
+                match = re.search(r"Uvicorn running on (https?://[0-9.]+:[0-9]+)", line)
                 if match:
                     self.url = match.group(1)
                     found.set()

@@ -38,6 +38,24 @@ def server(
         Path | None,
         typer.Option("--data-dir", help="State: database, artifacts, keys (PYHOTPATCH_HOME)."),
     ] = None,
+    dev_tls: Annotated[
+        bool,
+        typer.Option(
+            "--dev-tls", help="Serve HTTPS with a self-signed certificate made for local use."
+        ),
+    ] = False,
+    feature_delay: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Seconds a feature or provider stays Registering (Azure: up to 15 min)."
+        ),
+    ] = 3.0,
+    preview_rules: Annotated[
+        bool,
+        typer.Option(
+            "--preview-rules", help="Hotpatch needs the seed's preview features registered."
+        ),
+    ] = False,
     tuf_threshold: Annotated[
         list[str] | None,
         typer.Option(
@@ -47,11 +65,20 @@ def server(
     ] = None,
 ) -> None:
     """Run the control plane: catalog API and signed distribution (TUF) over HTTP."""
+    from datetime import timedelta
+
     from pyhotpatch.catalog import TufSettings, default_data_dir
     from pyhotpatch.server import ServerSettings, serve
+    from pyhotpatch.server.arm._context import ArmSettings
 
     if (tls_cert is None) != (tls_key is None):
         raise typer.BadParameter("give both --tls-cert and --tls-key")
+    if dev_tls and tls_cert is not None:
+        raise typer.BadParameter(
+            "--dev-tls makes its own certificate: drop --tls-cert and --tls-key"
+        )
+    delay = timedelta(seconds=feature_delay)
+    arm = ArmSettings(feature_delay=delay, provider_delay=delay, preview_rules=preview_rules)
     tuf = TufSettings(thresholds=_thresholds(tuf_threshold or [])) if tuf_threshold else None
     serve(
         ServerSettings(
@@ -61,6 +88,8 @@ def server(
             port=port,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            dev_tls=dev_tls,
             tuf=tuf,
+            arm=arm,
         )
     )

@@ -11,14 +11,24 @@ from fastapi import FastAPI
 
 from pyhotpatch.catalog import Catalog
 from pyhotpatch.server import _errors
-from pyhotpatch.server._auth import BearerAuth
+from pyhotpatch.server._auth import Authenticator, TokenStore
 from pyhotpatch.server._catalog_routes import catalog_router
+from pyhotpatch.server._token_routes import token_router
 from pyhotpatch.server._tuf_routes import tuf_router
+from pyhotpatch.server.arm._context import ArmContext, ArmSettings
+from pyhotpatch.server.arm._middleware import ArmMiddleware
+from pyhotpatch.server.arm._subscriptions import subscriptions_router
 
 log = logging.getLogger("pyhotpatch.server")
 
 
-def create_app(catalog: Catalog, *, admin_token: str, refresh_seconds: float = 60.0) -> FastAPI:
+def create_app(
+    catalog: Catalog,
+    *,
+    admin_token: str,
+    refresh_seconds: float = 60.0,
+    arm: ArmSettings | None = None,
+) -> FastAPI:
     """The control plane's API around ``catalog``.
 
     While it runs, a background thread re-signs TUF metadata before it expires
@@ -48,8 +58,17 @@ def create_app(catalog: Catalog, *, admin_token: str, refresh_seconds: float = 6
         openapi_url="/openapi.json",
     )
     _errors.install(app)
-    app.include_router(catalog_router(catalog, BearerAuth(admin_token)))
+    ctx = ArmContext(catalog.engine, catalog, catalog.clock, arm or ArmSettings())
+    tokens = TokenStore(catalog.engine, catalog.clock)
+    auth = Authenticator(tokens, admin_token)
+    app.state.context = ctx
+    app.state.tokens = tokens
+    app.include_router(catalog_router(catalog, auth))
+    app.include_router(token_router(tokens, auth, catalog.clock))
     app.include_router(tuf_router(catalog.signing, catalog.blobs, catalog.engine))
+    app.include_router(subscriptions_router(ctx, auth))
+    # ARM routers (each helper-owned module adds its line here)
+    app.add_middleware(ArmMiddleware, engine=catalog.engine, clock=catalog.clock)
     return app
 
 

@@ -1,26 +1,43 @@
-"""Bearer tokens: who may call the control plane.
+"""Who may call the control plane: bearer tokens with roles, scoped to subscriptions or machines.
 
-For now one administrator token, taken from ``HOTPATCH_ADMIN_TOKEN`` or, when
-that is unset, generated on first start and kept 0600 in the data directory, so a
-fresh control plane is never open to anyone who can reach its port.
+Roles follow Azure's built-in ones: ``Reader`` reads a subscription, ``Contributor`` also
+changes it, ``Owner`` also manages its tokens. ``Administrator`` reaches everything, the
+catalog's publishing included; ``HOTPATCH_ADMIN_TOKEN`` (or a token generated on first
+start) is the first one. ``Agent`` credentials reach one machine's work and nothing else.
+Tokens are random, shown once, and stored only as sha256 digests.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from fastapi import Request
+from sqlalchemy import Engine, insert, select, update
 
+from pyhotpatch.clock import Clock
 from pyhotpatch.server._errors import ApiError
+from pyhotpatch.storage._tables import tokens
 
 TOKEN_FILE = "admin-token"
+ROLES = ("Reader", "Contributor", "Owner", "Administrator", "Agent")
+_RANK = {"Reader": 1, "Contributor": 2, "Owner": 3}
+#: what each action needs, at least
+ACTIONS = {"read": 1, "write": 2, "own": 3}
+_CACHE_SECONDS = 5.0
 
 
 def admin_token(data_dir: Path) -> str:
-    """The administrator token: the environment's, else the one kept in ``data_dir``."""
+    """The first administrator's token: the environment's, else the one kept in ``data_dir``."""
     explicit = os.environ.get("HOTPATCH_ADMIN_TOKEN")
     if explicit:
         return explicit
@@ -36,23 +53,212 @@ def admin_token(data_dir: Path) -> str:
     return token
 
 
-class BearerAuth:
-    """A FastAPI dependency that admits requests carrying the administrator token."""
+@dataclass(frozen=True)
+class Principal:
+    """The caller a token stands for."""
 
-    def __init__(self, token: str) -> None:
-        if len(token) < 16:
+    id: str
+    name: str
+    role: str
+    subscription: str | None = None
+    machine: str | None = None
+
+    def allows(self, action: str, subscription: str) -> bool:
+        """Whether this caller may ``read``, ``write`` or ``own`` (manage tokens of) a subscription."""
+        if self.role == "Administrator":
+            return True
+        if self.role == "Agent" or self.subscription != subscription.lower():
+            return False
+        return _RANK.get(self.role, 0) >= ACTIONS[action]
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's representation (never the secret)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": self.role,
+            "subscription": self.subscription,
+            "machine": self.machine,
+        }
+
+
+def digest(secret: str) -> str:
+    """How a token is stored."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class TokenStore:
+    """Tokens in the database, looked up by digest (with a few seconds of caching)."""
+
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._lock = threading.Lock()
+
+    def create(
+        self,
+        name: str,
+        role: str,
+        *,
+        subscription: str | None = None,
+        machine: str | None = None,
+        expires: datetime | None = None,
+    ) -> tuple[Principal, str]:
+        """A new token; the secret is returned once and never stored."""
+        if role not in ROLES:
+            raise ApiError(
+                400, "InvalidParameter", f"role must be one of {', '.join(ROLES)}", target="role"
+            )
+        if role in _RANK and subscription is None:
+            raise ApiError(
+                400,
+                "InvalidParameter",
+                f"a {role} token needs a subscription",
+                target="subscription",
+            )
+        if role == "Agent" and machine is None:
+            raise ApiError(
+                400, "InvalidParameter", "an Agent token needs a machine", target="machine"
+            )
+        secret = "hp_" + secrets.token_urlsafe(32)
+        principal = Principal(str(uuid.uuid4()), name, role, subscription, machine)
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(tokens).values(
+                    id=principal.id,
+                    name=name,
+                    digest=digest(secret),
+                    role=role,
+                    subscription=subscription,
+                    machine=machine.lower() if machine else None,
+                    created=self.clock(),
+                    expires=expires,
+                    revoked=None,
+                )
+            )
+        return principal, secret
+
+    def list(self, subscription: str | None = None) -> list[Principal]:
+        """Live tokens, optionally of one subscription."""
+        query = select(tokens).where(tokens.c.revoked.is_(None)).order_by(tokens.c.created)
+        if subscription is not None:
+            query = query.where(tokens.c.subscription == subscription)
+        with self.engine.connect() as conn:
+            return [_principal(row) for row in conn.execute(query).mappings()]
+
+    def get(self, token_id: str) -> Principal | None:
+        """One live token by id."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(tokens).where(tokens.c.id == token_id, tokens.c.revoked.is_(None))
+                )
+                .mappings()
+                .first()
+            )
+        return _principal(row) if row else None
+
+    def revoke(self, token_id: str) -> bool:
+        """Revoke a token at once; False if there was no such live token."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(tokens)
+                .where(tokens.c.id == token_id, tokens.c.revoked.is_(None))
+                .values(revoked=self.clock())
+            )
+        with self._lock:
+            self._cache.clear()
+        return done.rowcount > 0
+
+    def revoke_machine(self, machine: str) -> None:
+        """Revoke every credential of a machine (when its resource is deleted)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(tokens)
+                .where(tokens.c.machine == machine.lower(), tokens.c.revoked.is_(None))
+                .values(revoked=self.clock())
+            )
+        with self._lock:
+            self._cache.clear()
+
+    def lookup(self, secret: str) -> Principal | None:
+        """The live, unexpired token with this secret."""
+        key = digest(secret)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached and cached[0] > now:
+                return cached[1]
+        with self.engine.connect() as conn:
+            row = conn.execute(select(tokens).where(tokens.c.digest == key)).mappings().first()
+        found = None
+        if (
+            row is not None
+            and row["revoked"] is None
+            and (row["expires"] is None or row["expires"] > self.clock())
+        ):
+            found = _principal(row)
+        with self._lock:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[key] = (now + _CACHE_SECONDS, found)
+        return found
+
+
+def _principal(row: Any) -> Principal:
+    return Principal(row["id"], row["name"], row["role"], row["subscription"], row["machine"])
+
+
+class Authenticator:
+    """A FastAPI dependency: the request's ``Principal``, or 401 in ARM's words."""
+
+    def __init__(self, store: TokenStore, admin: str) -> None:
+        if len(admin) < 16:
             raise ValueError("the administrator token must be at least 16 characters")
-        self._token = token.encode()
+        self.store = store
+        self._admin = admin.encode()
 
-    def __call__(self, request: Request) -> None:
-        """Refuse the request unless it carries the token."""
+    def __call__(self, request: Request) -> Principal:
+        """Who is calling."""
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
+        value = value.strip()
         if scheme.lower() != "bearer" or not value:
             raise ApiError(
                 401,
                 "AuthenticationFailed",
                 "Authentication failed. The 'Authorization' header is missing or not a Bearer token.",
             )
-        if not hmac.compare_digest(value.strip().encode(), self._token):
-            raise ApiError(401, "InvalidAuthenticationToken", "The access token is invalid.")
+        if hmac.compare_digest(value.encode(), self._admin):
+            principal = Principal("administrator", "administrator", "Administrator")
+        else:
+            found = self.store.lookup(value)
+            if found is None:
+                raise ApiError(401, "InvalidAuthenticationToken", "The access token is invalid.")
+            principal = found
+        request.state.principal = principal
+        return principal
+
+
+def forbid(principal: Principal, action: str, scope: str) -> ApiError:
+    """ARM's refusal for a caller without the right on ``scope``."""
+    return ApiError(
+        403,
+        "AuthorizationFailed",
+        f"The client '{principal.name}' with object id '{principal.id}' does not have authorization "
+        f"to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was "
+        "recently granted, please refresh your credentials.",
+    )
+
+
+def require(principal: Principal, action: str, subscription: str, operation: str) -> None:
+    """Refuse unless ``principal`` may perform ``action`` on ``subscription``."""
+    if not principal.allows(action, subscription):
+        raise forbid(principal, operation, f"/subscriptions/{subscription}")
+
+
+def require_admin(principal: Principal, operation: str) -> None:
+    """Refuse unless ``principal`` is an administrator."""
+    if principal.role != "Administrator":
+        raise forbid(principal, operation, "/")

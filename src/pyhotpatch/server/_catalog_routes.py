@@ -12,23 +12,32 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from pyhotpatch.catalog import Catalog, Kind, PublishRequest, render_svg
 from pyhotpatch.catalog._model import SHA256_RE
-from pyhotpatch.server._auth import BearerAuth
+from pyhotpatch.server._auth import Authenticator, Principal, require_admin
 from pyhotpatch.server._errors import ApiError
 
 #: the largest artifact the API accepts (a baseline wheel of a big service stack fits)
 MAX_ARTIFACT = 512 * 1024 * 1024
 
 
-def catalog_router(catalog: Catalog, auth: BearerAuth) -> APIRouter:
-    """The catalog's part of the API, every route behind ``auth``."""
-    router = APIRouter(prefix="/hotpatch", dependencies=[Depends(auth)], tags=["catalog"])
+def catalog_router(catalog: Catalog, auth: Authenticator) -> APIRouter:
+    """The catalog's part of the API: any caller reads it, administrators publish."""
+    router = APIRouter(prefix="/hotpatch", tags=["catalog"])
 
-    @router.get("/products")
+    def admin(principal: Principal = Depends(auth)) -> Principal:
+        require_admin(principal, "Hotpatch/releases/write")
+        return principal
+
+    def reader(principal: Principal = Depends(auth)) -> Principal:
+        if principal.role == "Agent":
+            require_admin(principal, "Hotpatch/releases/read")
+        return principal
+
+    @router.get("/products", dependencies=[Depends(reader)])
     def list_products() -> Any:
         """Every product and the images that run it."""
         return {"value": [p.to_json() for p in catalog.products()]}
 
-    @router.get("/releases")
+    @router.get("/releases", dependencies=[Depends(reader)])
     def list_releases(
         product: str | None = None,
         kind: str | None = None,
@@ -41,12 +50,12 @@ def catalog_router(catalog: Catalog, auth: BearerAuth) -> APIRouter:
         found = catalog.releases(product=product, kind=chosen, year=year)
         return {"value": [r.to_json() for r in found]}
 
-    @router.get("/releases/{kb}")
+    @router.get("/releases/{kb}", dependencies=[Depends(reader)])
     def show_release(kb: str) -> Any:
         """One release with its artifacts."""
         return catalog.release(kb).to_json()
 
-    @router.post("/releases", status_code=201)
+    @router.post("/releases", status_code=201, dependencies=[Depends(admin)])
     async def publish(request: Request) -> Any:
         """Publish a release whose artifacts were uploaded; 409 lists every broken rule."""
         body = await _json(request)
@@ -54,7 +63,7 @@ def catalog_router(catalog: Catalog, auth: BearerAuth) -> APIRouter:
         release = await run_in_threadpool(catalog.publish, publish_request)
         return release.to_json()
 
-    @router.put("/artifacts/{sha256}", status_code=201)
+    @router.put("/artifacts/{sha256}", status_code=201, dependencies=[Depends(admin)])
     async def upload(sha256: str, request: Request) -> Any:
         """Store an artifact under its digest; the body must hash to ``sha256``."""
         if not SHA256_RE.match(sha256):
@@ -88,14 +97,14 @@ def catalog_router(catalog: Catalog, auth: BearerAuth) -> APIRouter:
             os.unlink(tmp)
         return {"sha256": digest, "size": size}
 
-    @router.get("/artifacts/{sha256}")
+    @router.get("/artifacts/{sha256}", dependencies=[Depends(reader)])
     def download(sha256: str) -> Any:
         """An artifact's bytes, for publishers that build on a baseline's wheels."""
         if not SHA256_RE.match(sha256) or not catalog.blobs.has(sha256):
             raise ApiError(404, "NotFound", f"no artifact with sha256 {sha256}")
         return FileResponse(catalog.blobs.path(sha256), media_type="application/octet-stream")
 
-    @router.get("/calendar")
+    @router.get("/calendar", dependencies=[Depends(reader)])
     def show_calendar(
         year: int = Query(..., ge=1970, le=9999),
         product: str | None = None,
@@ -112,12 +121,12 @@ def catalog_router(catalog: Catalog, auth: BearerAuth) -> APIRouter:
             "value": [e.to_json() for e in entries],
         }
 
-    @router.get("/settings")
+    @router.get("/settings", dependencies=[Depends(reader)])
     def show_settings() -> Any:
         """The catalog's settings."""
         return {"baselineMonths": list(catalog.baseline_months())}
 
-    @router.patch("/settings")
+    @router.patch("/settings", dependencies=[Depends(admin)])
     async def change_settings(request: Request) -> Any:
         """Change the catalog's settings (``baselineMonths``)."""
         body = await _json(request)

@@ -21,18 +21,32 @@ class ApiError(Exception):
     """An error the API answers with ``status`` and an ARM error body."""
 
     def __init__(
-        self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        *,
+        target: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.target = target
 
 
-def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> Any:
+def error_body(
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    target: str | None = None,
+) -> Any:
     """The ARM error document."""
     error: dict[str, Any] = {"code": code, "message": message}
+    if target is not None:
+        error["target"] = target
     if details:
         error["details"] = details
     return {"error": error}
@@ -41,7 +55,9 @@ def error_body(code: str, message: str, details: list[dict[str, Any]] | None = N
 def _respond(error: ApiError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
     return JSONResponse(
-        error_body(error.code, error.message, error.details), error.status, headers=headers
+        error_body(error.code, error.message, error.details, error.target),
+        error.status,
+        headers=headers,
     )
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from pyhotpatch.catalog import Catalog, TufSettings, default_data_dir
 from pyhotpatch.server._app import create_app
 from pyhotpatch.server._auth import TOKEN_FILE, admin_token
+from pyhotpatch.server._devtls import dev_tls
+from pyhotpatch.server.arm._context import ArmSettings
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,9 @@ class ServerSettings:
     port: int = 8480
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    dev_tls: bool = False
     tuf: TufSettings | None = None
+    arm: ArmSettings = field(default_factory=ArmSettings)
 
 
 def serve(settings: ServerSettings) -> None:
@@ -33,10 +37,15 @@ def serve(settings: ServerSettings) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     catalog = Catalog.open(settings.data_dir, url=settings.db_url, tuf=settings.tuf)
+    cert, key = settings.tls_cert, settings.tls_key
+    ca_note = ""
+    if settings.dev_tls and cert is None:
+        ca, cert, key = dev_tls(settings.data_dir)
+        ca_note = f"\n  development CA (trust it in clients): {ca}"
     try:
         token = admin_token(settings.data_dir)
-        app = create_app(catalog, admin_token=token)
-        scheme = "https" if settings.tls_cert else "http"
+        app = create_app(catalog, admin_token=token, arm=settings.arm)
+        scheme = "https" if cert else "http"
         where = (
             "HOTPATCH_ADMIN_TOKEN"
             if token != _stored(settings.data_dir)
@@ -47,7 +56,7 @@ def serve(settings: ServerSettings) -> None:
             f"  data: {settings.data_dir}\n"
             f"  administrator token: {where}\n"
             f"  trusted TUF root for agents: {scheme}://{settings.host}:{settings.port}/hotpatch/tuf/metadata/root.json "
-            "(copy it to agents out of band: `hotpatch release root -o root.json`)",
+            f"(copy it to agents out of band: `hotpatch release root -o root.json`){ca_note}",
             file=sys.stderr,
             flush=True,
         )
@@ -55,8 +64,8 @@ def serve(settings: ServerSettings) -> None:
             app,
             host=settings.host,
             port=settings.port,
-            ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-            ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+            ssl_certfile=str(cert) if cert else None,
+            ssl_keyfile=str(key) if key else None,
             log_level="info",
         )
     finally:

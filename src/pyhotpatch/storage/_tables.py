@@ -128,3 +128,150 @@ locks = Table(
     Column("name", String(64), primary_key=True),
     Column("holder", Text, nullable=True),
 )
+
+# --- the ARM-compatible control plane ---------------------------------------------------------
+
+subscriptions = Table(
+    "arm_subscriptions",
+    metadata,
+    Column("id", String(36), primary_key=True),  # a lowercase GUID
+    Column("display_name", String(200), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+)
+
+#: bearer tokens, stored as sha256 digests; a token is scoped to one subscription (or none,
+#: for administrators) and, for node agents, to one machine
+tokens = Table(
+    "auth_tokens",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("role", String(32), nullable=False),
+    Column("subscription", String(36), nullable=True, index=True),
+    Column("machine", String(600), nullable=True, index=True),
+    Column("created", UTCDateTime, nullable=False),
+    Column("expires", UTCDateTime, nullable=True),
+    Column("revoked", UTCDateTime, nullable=True),
+)
+
+audit = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False, index=True),
+    Column("principal", String(36), nullable=True),
+    Column("principal_name", String(200), nullable=True),
+    Column("subscription", String(36), nullable=True, index=True),
+    Column("method", String(10), nullable=False),
+    Column("path", String(2000), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("request_id", String(36), nullable=False),
+)
+
+#: Microsoft.Features registrations; ``state`` moves on once ``due`` has passed
+features = Table(
+    "arm_features",
+    metadata,
+    Column("subscription", String(36), primary_key=True),
+    Column("namespace", String(100), primary_key=True),  # lowercase
+    Column("name", String(100), primary_key=True),  # lowercase
+    Column("state", String(32), nullable=False),
+    Column("due", UTCDateTime, nullable=True),
+    Column("changed", UTCDateTime, nullable=False),
+)
+
+#: resource-provider registrations per subscription, moving on like features
+providers = Table(
+    "arm_providers",
+    metadata,
+    Column("subscription", String(36), primary_key=True),
+    Column("namespace", String(100), primary_key=True),  # lowercase
+    Column("state", String(32), nullable=False),
+    Column("due", UTCDateTime, nullable=True),
+    Column("changed", UTCDateTime, nullable=False),
+)
+
+#: every ARM resource (resource groups, availability sets, virtual machines) as its JSON model
+resources = Table(
+    "arm_resources",
+    metadata,
+    Column("id", String(600), primary_key=True),  # the full resource id, lowercase
+    Column("subscription", String(36), nullable=False, index=True),
+    Column("resource_group", String(90), nullable=True, index=True),  # lowercase
+    Column(
+        "type", String(200), nullable=False, index=True
+    ),  # lowercase, e.g. microsoft.compute/virtualmachines
+    Column("name", String(200), nullable=False),  # as the creator spelled it
+    Column("body", JSON, nullable=False),
+    Column("etag", String(64), nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+)
+
+# --- machines, their agents and the work handed to them ---------------------------------------
+
+#: one row per enrolled machine (a virtualMachines resource with a running agent)
+machines = Table(
+    "agent_machines",
+    metadata,
+    Column("resource_id", String(600), primary_key=True),  # lowercase VM id
+    Column("subscription", String(36), nullable=False, index=True),
+    Column("enrolled", UTCDateTime, nullable=False),
+    Column("last_seen", UTCDateTime, nullable=True, index=True),
+    Column("agent_version", String(64), nullable=True),
+    Column("health", JSON, nullable=False),  # the agent's last health signal
+    Column("reported", JSON, nullable=False),  # image, baseline, active hotpatch, transition
+    Column("assessment", JSON, nullable=True),  # the last VirtualMachineAssessPatchesResult
+    Column("installation", JSON, nullable=True),  # the last VirtualMachineInstallPatchesResult
+)
+
+#: ARM long-running operations (assessPatches, installPatches)
+operations = Table(
+    "arm_operations",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("subscription", String(36), nullable=False, index=True),
+    Column("location", String(64), nullable=False),
+    Column("resource_id", String(600), nullable=False, index=True),  # lowercase VM id
+    Column("kind", String(32), nullable=False),  # assessPatches | installPatches
+    Column("status", String(16), nullable=False),  # InProgress | Succeeded | Failed | Canceled
+    Column("request", JSON, nullable=False),
+    Column("output", JSON, nullable=True),
+    Column("error", JSON, nullable=True),
+    Column("started", UTCDateTime, nullable=False),
+    Column("ended", UTCDateTime, nullable=True),
+    Column("principal", String(36), nullable=True),
+)
+
+#: the durable queue of work for agents: leased, then reported done or failed
+work_items = Table(
+    "agent_work",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("machine", String(600), nullable=False, index=True),  # lowercase VM id
+    Column("operation", String(36), nullable=True, index=True),
+    Column("kind", String(32), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("state", String(16), nullable=False, index=True),  # queued | leased | done | failed
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+    Column("result", JSON, nullable=True),
+)
+
+#: every assessment and installation a machine ran, kept for the 30-day history
+patch_history = Table(
+    "patch_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("machine", String(600), nullable=False, index=True),
+    Column("operation", String(36), nullable=True),
+    Column("kind", String(32), nullable=False),  # assessment | installation
+    Column("started", UTCDateTime, nullable=False, index=True),
+    Column("ended", UTCDateTime, nullable=True),
+    Column("status", String(32), nullable=False),
+    Column("result", JSON, nullable=False),
+)
