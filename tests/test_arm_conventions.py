@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from arm import OTHER_SUB, SUB, Arm
+import json
+from pathlib import Path
+
+from arm import OTHER_SUB, SUB, Arm, start_arm
+from servers import hotpatch
 
 
 def test_subscriptions_and_request_ids(arm: Arm) -> None:
@@ -75,3 +79,37 @@ def test_tokens_are_managed_and_audited(arm: Arm) -> None:
         everything = admin.get("/hotpatch/audit").json()["value"]
     assert any(r["method"] == "POST" and r["path"] == "/hotpatch/tokens" for r in everything)
     assert isinstance(records, list)
+
+
+def test_token_command_line(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path / "d")]
+    made = hotpatch(
+        "token", "create", "--role", "Owner", "--subscription", OTHER_SUB.upper(), "--json", *data
+    )
+    assert made.returncode == 0, made.stderr
+    owner = json.loads(made.stdout)
+    assert (owner["role"], owner["subscription"]) == ("Owner", OTHER_SUB)
+    refused = hotpatch("token", "create", "--role", "Reader", *data)
+    assert refused.returncode == 1 and "a Reader token needs a subscription" in refused.stderr
+
+    running = start_arm(tmp_path / "d")
+    try:
+        remote = ["--server", running.url, "--token", owner["token"], "--ca", str(running.ca)]
+        reader = hotpatch(
+            "token", "create", "--role", "Reader", "--subscription", OTHER_SUB, *remote
+        )
+        assert reader.returncode == 0, reader.stderr
+        secret = reader.stdout.strip().splitlines()[-1]
+        assert secret.startswith("hp_")
+        listed = json.loads(
+            hotpatch("token", "list", "--subscription", OTHER_SUB, "--json", *remote).stdout
+        )
+        assert sorted(t["role"] for t in listed) == ["Owner", "Reader"]
+        everything = hotpatch("token", "list", *remote)
+        assert everything.returncode == 1 and "AuthorizationFailed" in everything.stderr
+        reader_id = next(t["id"] for t in listed if t["role"] == "Reader")
+        assert hotpatch("token", "revoke", reader_id, *remote).returncode == 0
+        with running.http(secret) as client:
+            assert client.get("/hotpatch/whoami").status_code == 401
+    finally:
+        running.server.stop()

@@ -1,0 +1,217 @@
+"""``hotpatch token``: create, list and revoke the bearer tokens that reach the control plane.
+
+Against a server (``--server``, with an administrator's or a subscription owner's token),
+or directly on the control plane's data directory, as an administrator on its host.
+A token's secret is printed once, when it is made; the server keeps only its digest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from pyhotpatch.cli._app import EXIT_FAILED, err, out
+
+token_app = typer.Typer(
+    name="token", help="Manage the bearer tokens of the control plane.", no_args_is_help=True
+)
+
+ServerOption = Annotated[
+    str | None,
+    typer.Option("--server", help="Control plane URL (HOTPATCH_SERVER); omit to use --data-dir."),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option("--token", help="Your bearer token (HOTPATCH_TOKEN).", show_default=False),
+]
+CaOption = Annotated[
+    Path | None, typer.Option("--ca", help="CA bundle to trust for HTTPS (HOTPATCH_CA_BUNDLE).")
+]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="The control plane's data directory (PYHOTPATCH_HOME)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _call(
+    method: str, path: str, server: str, token: str | None, ca: Path | None, body: Any = None
+) -> Any:
+    import httpx
+
+    token = token or os.environ.get("HOTPATCH_TOKEN") or os.environ.get("HOTPATCH_ADMIN_TOKEN")
+    if not token:
+        err.print(
+            "[bold red]error[/]: the control plane needs a token: pass --token or set HOTPATCH_TOKEN"
+        )
+        raise typer.Exit(EXIT_FAILED)
+    bundle = ca or (
+        Path(os.environ["HOTPATCH_CA_BUNDLE"]) if os.environ.get("HOTPATCH_CA_BUNDLE") else None
+    )
+    verify: Any = ssl.create_default_context(cafile=str(bundle)) if bundle else True
+    try:
+        with httpx.Client(base_url=server.rstrip("/"), verify=verify, timeout=30) as client:
+            reply = client.request(
+                method, path, json=body, headers={"Authorization": f"Bearer {token}"}
+            )
+    except httpx.HTTPError as exc:
+        err.print(f"[bold red]error[/]: ConnectionFailed: cannot reach {server}: {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    if reply.status_code >= 400:
+        try:
+            error = reply.json()["error"]
+            err.print(f"[bold red]error[/]: {error['code']}: {error['message']}")
+        except (ValueError, KeyError, TypeError):
+            err.print(f"[bold red]error[/]: HTTP {reply.status_code}: {reply.text[:300]}")
+        raise typer.Exit(EXIT_FAILED)
+    return reply.json()
+
+
+def _local(data_dir: Path | None) -> Any:
+    from pyhotpatch.catalog import Catalog
+    from pyhotpatch.server._auth import TokenStore
+
+    catalog = Catalog.open(data_dir)
+    return catalog, TokenStore(catalog.engine, catalog.clock)
+
+
+def _server(server: str | None) -> str | None:
+    return server or os.environ.get("HOTPATCH_SERVER")
+
+
+@token_app.command()
+def create(
+    role: Annotated[
+        str, typer.Option("--role", help="Reader, Contributor, Owner, Administrator or Agent.")
+    ],
+    subscription: Annotated[
+        str | None, typer.Option("--subscription", help="Subscription id (a GUID).")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="What the token is for.")] = None,
+    machine: Annotated[
+        str | None, typer.Option("--machine", help="VM resource id (Agent tokens).")
+    ] = None,
+    expires_in_days: Annotated[
+        int | None, typer.Option(min=1, max=3650, help="Lifetime in days.")
+    ] = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
+    ca: CaOption = None,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a token; its secret is printed once."""
+    body: dict[str, Any] = {"role": role, "name": name or f"{role} token"}
+    if subscription:
+        body["subscription"] = subscription
+    if machine:
+        body["machine"] = machine
+    if expires_in_days:
+        body["expiresInDays"] = expires_in_days
+    remote = _server(server)
+    if remote:
+        made = _call("POST", "/hotpatch/tokens", remote, token, ca, body)
+    else:
+        made = _create_locally(data_dir, body)
+    if as_json:
+        print(json.dumps(made, indent=2))
+        return
+    out.print(
+        f"{made['role']} token {made['id']} for {made.get('subscription') or 'every subscription'}:"
+    )
+    print(made["token"])
+    err.print("keep it safe: it is shown only now")
+
+
+def _create_locally(data_dir: Path | None, body: dict[str, Any]) -> dict[str, Any]:
+    from datetime import timedelta
+
+    from pyhotpatch.server._errors import ApiError
+    from pyhotpatch.server.arm._subscriptions import ensure_subscription
+
+    catalog, store = _local(data_dir)
+    try:
+        sub = body.get("subscription")
+        if sub:
+            with catalog.engine.begin() as conn:
+                ensure_subscription(conn, sub, catalog.clock())
+        expires = None
+        if body.get("expiresInDays"):
+            expires = catalog.clock() + timedelta(days=body["expiresInDays"])
+        principal, secret = store.create(
+            body["name"],
+            body["role"],
+            subscription=sub.lower() if sub else None,
+            machine=body.get("machine"),
+            expires=expires,
+        )
+        return {**principal.to_json(), "token": secret}
+    except ApiError as exc:
+        err.print(f"[bold red]error[/]: {exc.code}: {exc.message}")
+        raise typer.Exit(EXIT_FAILED) from None
+    finally:
+        catalog.close()
+
+
+@token_app.command("list")
+def list_tokens(
+    subscription: Annotated[str | None, typer.Option("--subscription")] = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
+    ca: CaOption = None,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List live tokens (never their secrets)."""
+    remote = _server(server)
+    if remote:
+        path = "/hotpatch/tokens" + (f"?subscription={subscription}" if subscription else "")
+        found = _call("GET", path, remote, token, ca)["value"]
+    else:
+        catalog, store = _local(data_dir)
+        try:
+            found = [
+                p.to_json() for p in store.list(subscription.lower() if subscription else None)
+            ]
+        finally:
+            catalog.close()
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("Id", "Name", "Role", "Subscription", "Machine"):
+        table.add_column(column)
+    for t in found:
+        table.add_row(t["id"], t["name"], t["role"], t["subscription"] or "*", t["machine"] or "")
+    out.print(table if found else "no tokens")
+
+
+@token_app.command()
+def revoke(
+    token_id: Annotated[
+        str, typer.Argument(metavar="ID", help="The token's id (from `token list`).")
+    ],
+    server: ServerOption = None,
+    token: TokenOption = None,
+    ca: CaOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Revoke a token at once."""
+    remote = _server(server)
+    if remote:
+        _call("DELETE", f"/hotpatch/tokens/{token_id}", remote, token, ca)
+    else:
+        catalog, store = _local(data_dir)
+        try:
+            if not store.revoke(token_id):
+                err.print(f"[bold red]error[/]: NotFound: no live token {token_id}")
+                raise typer.Exit(EXIT_FAILED)
+        finally:
+            catalog.close()
+    out.print(f"revoked {token_id}")
