@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from fastapi import Request
+from fastapi import Query, Request
 
 from pyhotpatch.server._errors import ApiError
 
@@ -43,7 +43,7 @@ API_VERSIONS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
-def api_version(family: str, *, resource_type: str | None = None) -> Callable[[Request], str]:
+def api_version(family: str, *, resource_type: str | None = None) -> Callable[..., str]:
     """A dependency that requires a supported ``api-version`` query parameter.
 
     Paths Microsoft.Resources serves answer ``InvalidApiVersionParameter``; resource
@@ -51,8 +51,14 @@ def api_version(family: str, *, resource_type: str | None = None) -> Callable[[R
     """
     supported = API_VERSIONS[family]
 
-    def check(request: Request) -> str:
-        version = request.query_params.get("api-version")
+    def check(
+        version: str | None = Query(
+            None,
+            alias="api-version",
+            description=f"One of {', '.join(supported)}.",
+            examples=[supported[-1]],
+        ),
+    ) -> str:
         if not version:
             raise ApiError(
                 400,
