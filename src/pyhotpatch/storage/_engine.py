@@ -16,6 +16,8 @@ from pyhotpatch.storage._tables import locks
 _MIGRATIONS = Path(__file__).with_name("migrations")
 #: a fixed key so that concurrent first starts on PostgreSQL migrate one at a time
 _PG_MIGRATION_LOCK = 0x70796870
+#: statements that leave an SQLite transaction a reader
+_READS = frozenset({"SELECT", "WITH", "PRAGMA", "EXPLAIN", "VALUES"})
 
 
 def default_url(data_dir: str | os.PathLike[str]) -> str:
@@ -60,9 +62,36 @@ def _sqlite_transactions(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()
 
+    # Transactions opened with ``begin()`` write: they take the write lock at once, so
+    # writers queue on the busy timeout instead of failing when they upgrade from a
+    # read. Transactions that start by themselves on a ``connect()`` read: they begin
+    # deferred (WAL readers never wait) unless their first statement writes.
+    @event.listens_for(engine, "before_execute")
+    def _executing(connection: Connection, *_args: Any) -> None:
+        connection.info["sqlite_executing"] = True
+
+    @event.listens_for(engine, "after_execute")
+    def _executed(connection: Connection, *_args: Any) -> None:
+        connection.info.pop("sqlite_executing", None)
+
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.info["sqlite_pending_begin"] = True
+        if not connection.info.get("sqlite_executing"):
+            connection.info["sqlite_immediate"] = True
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _first_statement(connection: Connection, cursor: Any, statement: str, *_args: Any) -> None:
+        if connection.info.pop("sqlite_pending_begin", False):
+            verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
+            immediate = connection.info.pop("sqlite_immediate", False) or verb not in _READS
+            cursor.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _end(connection: Connection) -> None:
+        for key in ("sqlite_pending_begin", "sqlite_immediate", "sqlite_executing"):
+            connection.info.pop(key, None)
 
 
 def upgrade(engine: Engine) -> None:
@@ -73,6 +102,7 @@ def upgrade(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     with engine.begin() as connection:
+        connection.info["sqlite_immediate"] = True
         if engine.dialect.name == "postgresql":
             connection.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
@@ -85,9 +115,13 @@ def serialized(connection: Connection, name: str) -> None:
     """Hold the lock ``name`` until ``connection``'s transaction ends.
 
     Writers that must not interleave (publishing, signing metadata) take the
-    same lock first; on SQLite the transaction already holds the database's.
+    same lock first. On SQLite it takes the database's write lock, which only works
+    as the transaction's first statement; later it is a no-op.
     """
     if connection.dialect.name == "sqlite":
+        if connection.info.get("sqlite_pending_begin"):
+            connection.info["sqlite_immediate"] = True
+            connection.execute(select(locks.c.name).where(locks.c.name == name))
         return
     if connection.execute(select(locks.c.name).where(locks.c.name == name)).first() is None:
         try:
