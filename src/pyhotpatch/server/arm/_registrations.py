@@ -119,6 +119,8 @@ def require_provider(conn: Connection, subscription: str, namespace: str, now: d
     The Azure SDK parses this message (the namespace between quotes) and registers the
     provider by itself, so the wording must stay exactly Azure's.
     """
+    if namespace.lower() in ("microsoft.resources", "microsoft.features"):
+        return  # registration-free, as in Azure
     if provider_state(conn, subscription, namespace, now) != "Registered":
         raise ApiError(
             409,
