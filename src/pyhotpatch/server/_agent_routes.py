@@ -1,0 +1,495 @@
+"""The node agents' protocol, under ``/agent/…``: enrol, heartbeat, take work, report results.
+
+Not part of Azure, but shaped like the rest of the API: JSON bodies, ARM-shaped errors,
+bearer tokens. An agent enrols once with a user's token (Owner or Contributor of the
+machine's subscription, or an administrator) and receives its own ``Agent`` credential,
+which reaches that one machine's heartbeat, work and history and nothing else: every query
+here is keyed by the credential's machine, never by an id from the request alone.
+
+- ``POST /agent/heartbeat`` is the hot path (every agent, every minute or so): heartbeats
+  are committed before they are answered, in shared short transactions (``HeartbeatWriter``,
+  group commit). Its answer carries ``nextHeartbeatSeconds``, which grows when the server is
+  busy, so a large fleet backs off by itself; heartbeats also renew the leases of work the
+  agent holds.
+- ``GET /agent/work?wait=S`` long-polls: it waits on an in-process notification and
+  re-checks the database every ``RECHECK_SECONDS``, so work queued by another process or
+  before a restart is found too; idle checks are reads only.
+- ``POST /agent/work/{id}/result`` is idempotent: a repeated report of a finished item
+  answers the stored outcome.
+
+The user-facing ``GET /hotpatch/machines/{vm id}/history`` is here too, beside the agent's
+own ``GET /agent/history``, because both read the same 30-day history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+
+from pyhotpatch.clock import Clock
+from pyhotpatch.server import _queue
+from pyhotpatch.server._auth import Authenticator, Principal, forbid, require
+from pyhotpatch.server._errors import ApiError
+from pyhotpatch.server.arm._compute import get_vm
+from pyhotpatch.server.arm._context import ArmContext
+from pyhotpatch.server.arm._conventions import page, subscription_id
+from pyhotpatch.server.arm._groups import require_group
+from pyhotpatch.server.arm._operations import (
+    FAILED,
+    SUCCEEDED,
+    complete,
+    expire,
+    json_body,
+    operations_router,
+)
+from pyhotpatch.server.arm._subscriptions import require_subscription
+from pyhotpatch.storage._tables import machines, patch_history, work_items
+
+log = logging.getLogger("pyhotpatch.server.agents")
+
+#: the longest a work poll may wait, in seconds
+MAX_WAIT = 30.0
+#: how often a waiting poll looks at the database, in seconds
+RECHECK_SECONDS = 1.0
+#: the largest ``reported`` or ``health`` document an agent may send, in bytes of JSON
+MAX_REPORTED = 64 * 1024
+HEALTH_STATES = ("Healthy", "Unhealthy", "Unknown")
+
+_MACHINE_RE = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<group>[^/]+)/providers/"
+    r"Microsoft\.Compute/virtualMachines/(?P<name>[^/]+)/?$",
+    re.IGNORECASE,
+)
+
+
+class Backoff:
+    """How long agents should wait before their next heartbeat, given this server's load.
+
+    ``base`` seconds while heartbeats arrive at no more than ``comfortable`` per second;
+    beyond that the interval grows in proportion, up to ``ceiling`` (kept below the 10
+    minutes after which an agent counts as gone). Load is real time, not the domain's
+    clock, so it is measured with ``now`` (monotonic by default). A ±10 % jitter spreads
+    agents that started together.
+    """
+
+    def __init__(
+        self,
+        *,
+        base: float = 60.0,
+        ceiling: float = 300.0,
+        comfortable: float = 100.0,
+        window: float = 10.0,
+        now: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.base = base
+        self.ceiling = ceiling
+        self.comfortable = comfortable
+        self.window = window
+        self._now = now
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._since = now()
+        self._count = 0
+        self._rate = 0.0
+
+    def rate(self) -> float:
+        """Heartbeats per second: over the last full window, or this one if it is already busier."""
+        now = self._now()
+        with self._lock:
+            elapsed = now - self._since
+            if elapsed >= self.window:
+                self._rate = self._count / elapsed
+                self._since, self._count = now, 0
+                elapsed = 0.0
+            current = self._count / elapsed if elapsed >= 1.0 else 0.0
+            return max(self._rate, current)
+
+    def next(self) -> int:
+        """Count one heartbeat; the seconds to wait before the next."""
+        rate = self.rate()
+        with self._lock:
+            self._count += 1
+        seconds = self.base * max(1.0, rate / self.comfortable)
+        seconds *= self._rng.uniform(0.9, 1.1)
+        return int(min(self.ceiling, max(1.0, seconds)))
+
+
+@dataclass
+class _Beat:
+    machine: str
+    values: dict[str, Any]
+    done: Future[dict[str, int] | None]
+
+
+class HeartbeatWriter:
+    """Writes heartbeats in batches: one transaction for all that arrived meanwhile.
+
+    Heartbeats are the hot path: every agent, every minute or so. Each one is committed
+    before it is answered (``submit``'s future resolves after the commit), but the commit
+    is shared: a writer thread takes every heartbeat waiting, updates their machines, reads
+    their queued work and renews their leases in one short transaction, so a busy server
+    does one commit per batch instead of one per agent and its requests never queue on the
+    database's write lock. The thread stops after ``idle`` seconds without heartbeats and
+    starts again with the next one.
+
+    ``submit``'s future gives the machine's queued and leased work counts, or None if the
+    machine is not enrolled.
+    """
+
+    def __init__(
+        self, engine: Engine, clock: Clock, *, batch: int = 500, idle: float = 5.0
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.batch = batch
+        self.idle = idle
+        self._pending: list[_Beat] = []
+        self._wake = threading.Condition()
+        self._running = False
+
+    def submit(self, machine: str, values: dict[str, Any]) -> Future[dict[str, int] | None]:
+        """Queue a heartbeat of ``machine`` (``agent_machines`` column values) for writing."""
+        beat = _Beat(machine.lower(), values, Future())
+        with self._wake:
+            self._pending.append(beat)
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="heartbeat-writer", daemon=True).start()
+            self._wake.notify()
+        return beat.done
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if not self._pending:
+                    self._wake.wait(self.idle)
+                if not self._pending:
+                    self._running = False
+                    return
+                beats, self._pending = self._pending[: self.batch], self._pending[self.batch :]
+            try:
+                found = self._write(beats)
+            except Exception as exc:
+                log.exception("writing %d heartbeats failed", len(beats))
+                for beat in beats:
+                    beat.done.set_exception(exc)
+            else:
+                for beat in beats:
+                    beat.done.set_result(found.get(beat.machine))
+
+    def _write(self, beats: list[_Beat]) -> dict[str, dict[str, int]]:
+        keys = sorted({beat.machine for beat in beats})
+        now = self.clock()
+        with self.engine.begin() as conn:
+            known = {
+                row.resource_id
+                for row in conn.execute(
+                    select(machines.c.resource_id).where(machines.c.resource_id.in_(keys))
+                )
+            }
+            shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for beat in beats:
+                if beat.machine in known:
+                    columns = tuple(sorted(beat.values))
+                    row = {f"v_{k}": v for k, v in beat.values.items()}
+                    shapes.setdefault(columns, []).append({"key": beat.machine, **row})
+            for columns, rows in shapes.items():
+                conn.execute(
+                    update(machines)
+                    .where(machines.c.resource_id == bindparam("key"))
+                    .values({column: bindparam(f"v_{column}") for column in columns}),
+                    rows,
+                )
+            found = {key: {_queue.QUEUED: 0, _queue.LEASED: 0} for key in known}
+            for machine, state, number in conn.execute(
+                select(work_items.c.machine, work_items.c.state, func.count())
+                .where(
+                    work_items.c.machine.in_(list(known)),
+                    work_items.c.state.in_(_queue.ACTIVE),
+                )
+                .group_by(work_items.c.machine, work_items.c.state)
+            ):
+                found[machine][state] = int(number)
+            holding = [key for key, counts in found.items() if counts[_queue.LEASED]]
+            for key in holding:
+                _queue.renew(conn, key, now)
+        return found
+
+
+def parse_machine(value: str) -> tuple[str, str, str]:
+    """A virtual machine's resource id as (subscription, group, name); 400 if it is not one."""
+    match = _MACHINE_RE.match(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ApiError(
+            400,
+            "InvalidParameter",
+            f"'{value}' is not a virtual machine's resource id "
+            "(/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.Compute/virtualMachines/{name}).",
+            target="machine",
+        )
+    return subscription_id(match["sub"]), match["group"], match["name"]
+
+
+def agent_machine(principal: Principal) -> str:
+    """The machine an Agent credential stands for; 403 for any other caller."""
+    if principal.role != "Agent" or not principal.machine:
+        raise forbid(principal, "Hotpatch/agent/action", "/agent")
+    return principal.machine.lower()
+
+
+def _document(value: Any, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ApiError(400, "InvalidParameter", f"'{name}' must be an object.", target=name)
+    if len(json.dumps(value, default=str)) > MAX_REPORTED:
+        raise ApiError(
+            400, "InvalidParameter", f"'{name}' exceeds {MAX_REPORTED} bytes.", target=name
+        )
+    return value
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "InvalidRequestContent", "The request body must be a JSON object.")
+    return body
+
+
+def _history(conn: Connection, machine: str, since: Any) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(patch_history)
+        .where(patch_history.c.machine == machine, patch_history.c.started >= since)
+        .order_by(patch_history.c.started.desc(), patch_history.c.id.desc())
+    )
+    return [
+        {
+            "operation": row.operation,
+            "kind": row.kind,
+            "status": row.status,
+            "startTime": row.started.isoformat(),
+            "endTime": row.ended.isoformat() if row.ended else None,
+            "result": row.result,
+        }
+        for row in rows
+    ]
+
+
+def agent_router(ctx: ArmContext, auth: Authenticator) -> APIRouter:
+    """The agent protocol, the machine history, and the ARM patch operations they serve."""
+    notifier = _queue.Notifier()
+    backoff = Backoff()
+    heartbeats = HeartbeatWriter(ctx.engine, ctx.clock)
+    router = APIRouter(tags=["agent"])
+    router.include_router(operations_router(ctx, auth, notifier))
+
+    @router.post("/agent/enroll", status_code=201)
+    def enroll(
+        request: Request, body: Any = Depends(json_body), principal: Principal = Depends(auth)
+    ) -> Any:
+        """Enrol a machine's agent; a new Agent credential, shown only in this answer.
+
+        Any earlier credential of the machine is revoked: one machine, one agent.
+        """
+        body = _object(body)
+        sub, group, name = parse_machine(body.get("machine"))
+        require(principal, "write", sub, "Microsoft.Compute/virtualMachines/enroll/action")
+        version = body.get("agentVersion")
+        if version is not None and (not isinstance(version, str) or len(version) > 64):
+            raise ApiError(
+                400,
+                "InvalidParameter",
+                "'agentVersion' must be a string of at most 64 characters.",
+                target="agentVersion",
+            )
+        reported = _document(body.get("reported") or {}, "reported")
+        now = ctx.clock()
+        with ctx.engine.begin() as conn:
+            require_subscription(conn, sub)
+            require_group(conn, sub, group)
+            vm = get_vm(conn, sub, group, name)
+            vm_id = str(vm.get("id") or body["machine"])
+            key = vm_id.lower()
+            values = {"last_seen": now, "agent_version": version, "reported": reported}
+            known = conn.execute(
+                select(machines.c.resource_id).where(machines.c.resource_id == key)
+            ).first()
+            if known is None:
+                conn.execute(
+                    insert(machines).values(
+                        resource_id=key,
+                        subscription=sub,
+                        enrolled=now,
+                        health={"status": "Unknown"},
+                        assessment=None,
+                        installation=None,
+                        **values,
+                    )
+                )
+            else:
+                conn.execute(update(machines).where(machines.c.resource_id == key).values(values))
+        tokens = request.app.state.tokens
+        tokens.revoke_machine(key)
+        agent, secret = tokens.create(
+            f"agent {vm.get('name', name)}", "Agent", subscription=sub, machine=key
+        )
+        return {
+            "machine": vm_id,
+            "token": secret,
+            "tokenId": agent.id,
+            "nextHeartbeatSeconds": backoff.next(),
+        }
+
+    @router.post("/agent/heartbeat")
+    async def heartbeat(
+        body: Any = Depends(json_body), principal: Principal = Depends(auth)
+    ) -> Any:
+        """Record that the agent is alive, with its health and what it reports.
+
+        The answer says when to come back and how much work waits for the agent.
+        """
+        machine = agent_machine(principal)
+        body = _object(body)
+        health = _document(body.get("health") or {"status": "Unknown"}, "health")
+        if health.get("status") not in HEALTH_STATES:
+            raise ApiError(
+                400,
+                "InvalidParameter",
+                "'health.status' must be one of " + ", ".join(HEALTH_STATES) + ".",
+                target="health.status",
+            )
+        values: dict[str, Any] = {"last_seen": ctx.clock(), "health": health}
+        if body.get("reported") is not None:
+            values["reported"] = _document(body["reported"], "reported")
+        if isinstance(body.get("agentVersion"), str) and len(body["agentVersion"]) <= 64:
+            values["agent_version"] = body["agentVersion"]
+        waiting = await asyncio.wrap_future(heartbeats.submit(machine, values))
+        if waiting is None:
+            raise ApiError(
+                404, "MachineNotEnrolled", "This machine is not enrolled; enrol its agent."
+            )
+        seconds = backoff.next()
+        if waiting[_queue.LEASED]:
+            seconds = min(seconds, int(_queue.LEASE.total_seconds() // 3))
+        return {"nextHeartbeatSeconds": seconds, "work": waiting[_queue.QUEUED]}
+
+    def take(machine: str) -> list[_queue.WorkItem]:
+        now = ctx.clock()
+        with ctx.engine.connect() as conn:
+            if not _queue.ready(conn, machine, now):
+                return []
+        with ctx.engine.begin() as conn:
+            expire(conn, machine, now)
+            items = _queue.lease(conn, machine, now)
+            if items:
+                conn.execute(
+                    update(machines).where(machines.c.resource_id == machine).values(last_seen=now)
+                )
+        return items
+
+    @router.get("/agent/work", response_model=None)
+    async def work(
+        wait: float = Query(0.0, ge=0.0, le=MAX_WAIT, description="Seconds to wait for work."),
+        principal: Principal = Depends(auth),
+    ) -> Response:
+        """Lease the machine's queued work: 200 with ``items``.
+
+        Waits up to ``wait`` seconds for work to arrive; 204 if none did.
+        """
+        machine = agent_machine(principal)
+        deadline = time.monotonic() + wait
+        while True:
+            items = await run_in_threadpool(take, machine)
+            if items:
+                return JSONResponse({"items": [item.to_json() for item in items]})
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return Response(status_code=204)
+            await notifier.wait(machine, min(RECHECK_SECONDS, left))
+
+    @router.post("/agent/work/{item_id}/result")
+    def result(
+        item_id: int = Path(ge=1, le=2**62),
+        body: Any = Depends(json_body),
+        principal: Principal = Depends(auth),
+    ) -> Any:
+        """Report the outcome of a work item; finishes its operation. Idempotent."""
+        machine = agent_machine(principal)
+        body = _object(body)
+        status = body.get("status")
+        if status not in (SUCCEEDED, FAILED):
+            raise ApiError(
+                400,
+                "InvalidParameter",
+                "'status' must be Succeeded or Failed.",
+                target="status",
+            )
+        now = ctx.clock()
+        with ctx.engine.begin() as conn:
+            item = _queue.get(conn, item_id, machine, for_update=True)
+            if item is None:
+                raise ApiError(
+                    404, "WorkItemNotFound", f"There is no work item {item_id} for this machine."
+                )
+            if item.finished:
+                stored = item.result or {}
+                if stored.get("expired"):
+                    raise ApiError(
+                        409,
+                        "WorkItemExpired",
+                        f"Work item {item_id} expired before its result came: "
+                        f"{(stored.get('error') or {}).get('message', 'it timed out')} "
+                        "The result was not recorded.",
+                    )
+                outcome = stored
+                state = item.state
+            else:
+                outcome = complete(conn, item, status, body.get("output"), body.get("error"), now)
+                state = _queue.DONE if status == SUCCEEDED else _queue.FAILED
+        return {"id": item.id, "operation": item.operation, "state": state, "outcome": outcome}
+
+    @router.get("/agent/history")
+    def agent_history(
+        request: Request,
+        days: int = Query(30, ge=1, le=90, description="How many days back."),
+        principal: Principal = Depends(auth),
+    ) -> Any:
+        """The machine's own assessments and installations of the last ``days`` days."""
+        machine = agent_machine(principal)
+        with ctx.engine.connect() as conn:
+            found = _history(conn, machine, ctx.clock() - timedelta(days=days))
+        return page(request, found)
+
+    @router.get("/hotpatch/machines/{machine:path}/history")
+    def machine_history(
+        request: Request,
+        machine: str,
+        days: int = Query(30, ge=1, le=90, description="How many days back."),
+        principal: Principal = Depends(auth),
+    ) -> Any:
+        """A virtual machine's assessments and installations of the last ``days`` days."""
+        text = machine if machine.startswith("/") else "/" + machine
+        sub, group, name = parse_machine(text)
+        require(principal, "read", sub, "Microsoft.Compute/virtualMachines/read")
+        with ctx.engine.connect() as conn:
+            require_subscription(conn, sub)
+            require_group(conn, sub, group)
+            vm = get_vm(conn, sub, group, name)
+            key = str(vm.get("id") or text).lower()
+            found = _history(conn, key, ctx.clock() - timedelta(days=days))
+        return page(request, found)
+
+    return router
