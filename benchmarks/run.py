@@ -18,7 +18,16 @@ from pathlib import Path
 
 from _common import Report, Table, Target
 
-NAMES = ("pause", "latency", "size", "buildtime", "readiness", "instructions", "distribution")
+NAMES = (
+    "pause",
+    "latency",
+    "size",
+    "buildtime",
+    "readiness",
+    "instructions",
+    "distribution",
+    "heartbeats",
+)
 
 
 def _run_one(name: str, quick: bool) -> Report:

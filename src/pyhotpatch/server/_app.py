@@ -68,6 +68,19 @@ def create_app(
     app.include_router(tuf_router(catalog.signing, catalog.blobs, catalog.engine))
     app.include_router(subscriptions_router(ctx, auth))
     # ARM routers (each helper-owned module adds its line here)
+    from pyhotpatch.server.arm._compute import compute_router
+
+    app.include_router(compute_router(ctx, auth))
+    from pyhotpatch.server.arm._features import features_router
+    from pyhotpatch.server.arm._groups import groups_router
+    from pyhotpatch.server.arm._providers import providers_router
+
+    app.include_router(features_router(ctx, auth))  # before providers: more specific paths
+    app.include_router(providers_router(ctx, auth))
+    app.include_router(groups_router(ctx, auth))
+    from pyhotpatch.server._agent_routes import agent_router
+
+    app.include_router(agent_router(ctx, auth))  # agent protocol + patch LROs and instanceView
     app.add_middleware(ArmMiddleware, engine=catalog.engine, clock=catalog.clock)
     return app
 

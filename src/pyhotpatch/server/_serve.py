@@ -67,6 +67,7 @@ def serve(settings: ServerSettings) -> None:
             ssl_certfile=str(cert) if cert else None,
             ssl_keyfile=str(key) if key else None,
             log_level="info",
+            timeout_graceful_shutdown=5,
         )
     finally:
         catalog.close()
