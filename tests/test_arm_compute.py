@@ -941,8 +941,8 @@ def test_power_state_follows_the_agents_last_report() -> None:
         return str(view["statuses"][1]["code"])
 
     assert power(None) == "PowerState/unknown"
-    assert power(now - timedelta(minutes=4)) == "PowerState/running"
-    assert power(now - timedelta(minutes=6)) == "PowerState/unknown"
+    assert power(now - timedelta(minutes=9)) == "PowerState/running"
+    assert power(now - timedelta(minutes=11)) == "PowerState/unknown"
 
 
 # --- the model rules under random input ---------------------------------------------------------

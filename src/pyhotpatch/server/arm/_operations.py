@@ -47,10 +47,11 @@ from pyhotpatch.server.arm._conventions import absolute, api_version, subscripti
 from pyhotpatch.server.arm._groups import require_group
 from pyhotpatch.server.arm._registrations import require_provider
 from pyhotpatch.server.arm._subscriptions import require_subscription
+from pyhotpatch.server.arm._vm_model import RUNNING_WINDOW
 from pyhotpatch.storage._tables import machines, operations, patch_history
 
 #: an agent not seen for this long is taken for stopped
-AGENT_STALE = timedelta(minutes=10)
+AGENT_STALE = RUNNING_WINDOW  # as long as the VM shows PowerState/running
 #: how long an assessment may take from the request to the agent's report
 ASSESS_TIMEOUT = timedelta(minutes=10)
 #: added to an installation's ``maximumDuration`` before it counts as lost

@@ -50,7 +50,7 @@ DEFAULT_ENVIRONMENT = "Production"
 #: Compute api-versions older than this cannot create or update hotpatch-compatible VMs
 HOTPATCH_MIN_API = "2020-06-01"
 #: an agent that reported within this long counts as running
-RUNNING_WINDOW = timedelta(minutes=5)
+RUNNING_WINDOW = timedelta(minutes=10)  # the same window in which patch operations find the agent
 
 _WIN_PATCH_MODES = ("Manual", "AutomaticByOS", "AutomaticByPlatform")
 _LINUX_PATCH_MODES = ("ImageDefault", "AutomaticByPlatform")
