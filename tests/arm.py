@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from pyhotpatch.storage import default_url
 from servers import TOKEN, ServerProcess
 
 SUB = "11111111-2222-3333-4444-555555555555"
@@ -39,6 +40,8 @@ class Arm:
 
     server: ServerProcess
     ca: Path
+    #: the server's database
+    db_url: str
     tokens: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @property
@@ -85,4 +88,5 @@ class Arm:
 def start_arm(data_dir: Path, *args: str) -> Arm:
     """``hotpatch server --dev-tls`` with a one-second registration delay, and its CA."""
     server = ServerProcess(data_dir, "--dev-tls", "--feature-delay", "1", *args)
-    return Arm(server, data_dir / "tls" / "ca.pem")
+    db_url = args[args.index("--db") + 1] if "--db" in args else default_url(data_dir)
+    return Arm(server, data_dir / "tls" / "ca.pem", db_url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
@@ -55,10 +56,17 @@ def database_url(
         yield url
 
 
-@pytest.fixture(scope="module")
-def arm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arm]:
-    """A control plane over HTTPS shared by one test module; its subscription exists."""
-    running = start_arm(tmp_path_factory.mktemp("arm"))
-    running.token("Owner")
-    yield running
-    running.server.stop()
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def arm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arm]:
+    """A control plane over HTTPS shared by one test module, on each database in turn.
+
+    Its subscription exists (an Owner token was made for it).
+    """
+    with contextlib.ExitStack() as stack:
+        args: tuple[str, ...] = ()
+        if request.param == "postgresql":
+            args = ("--db", stack.enter_context(postgres_database()))
+        running = start_arm(tmp_path_factory.mktemp("arm"), *args)
+        stack.callback(running.server.stop)
+        running.token("Owner")
+        yield running

@@ -32,9 +32,9 @@ def client(arm: Arm) -> Iterator[ResourceManagementClient]:
 @pytest.fixture(scope="module")
 def database(arm: Arm) -> Iterator[Engine]:
     """The server's own database, to plant resources no route creates yet."""
-    from pyhotpatch.storage import default_url, open_database
+    from pyhotpatch.storage import open_database
 
-    engine = open_database(default_url(arm.ca.parent.parent), migrate=False)
+    engine = open_database(arm.db_url, migrate=False)
     yield engine
     engine.dispose()
 
