@@ -38,6 +38,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Connection, delete, insert, select, update
 
+from pyhotpatch.package import CLASSIFICATIONS
 from pyhotpatch.server import _queue
 from pyhotpatch.server._auth import Authenticator, Principal, require
 from pyhotpatch.server._errors import ApiError
@@ -68,16 +69,8 @@ IN_PROGRESS, SUCCEEDED, FAILED = "InProgress", "Succeeded", "Failed"
 HISTORY_KIND = {ASSESS: "assessment", INSTALL: "installation"}
 
 REBOOT_SETTINGS = ("IfRequired", "Never", "Always")
-WINDOWS_CLASSIFICATIONS = (
-    "Critical",
-    "Security",
-    "UpdateRollUp",
-    "FeaturePack",
-    "ServicePack",
-    "Definition",
-    "Tools",
-    "Updates",
-)
+#: Azure's VMGuestPatchClassificationWindows, the catalog's classifications
+WINDOWS_CLASSIFICATIONS = CLASSIFICATIONS
 LINUX_CLASSIFICATIONS = ("Critical", "Security", "Other")
 PATCH_OPERATION_STATUSES = ("Unknown", "InProgress", "Failed", "Succeeded", "CompletedWithWarnings")
 REBOOT_BEHAVIORS = ("Unknown", "NeverReboots", "AlwaysRequiresReboot", "CanRequestReboot")
