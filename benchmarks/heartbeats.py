@@ -1,7 +1,7 @@
 """heartbeats: how many agent heartbeats one control plane sustains, and their p99 latency.
 
-A real ``hotpatch server --dev-tls`` (one process) on SQLite, then on the local PostgreSQL,
-gets a fleet of enrolled machines; ``wrk`` (C, two threads, 64 keep-alive HTTPS
+A real ``hotpatch server --dev-tls`` on SQLite, then on the local PostgreSQL, each with one
+server process and with two (``--workers 2``), gets a fleet of enrolled machines; ``wrk`` (C, two threads, 64 keep-alive HTTPS
 connections) then sends heartbeats round-robin over their agent tokens. The baseline,
 measured in the same run against the same server, is an authenticated GET that writes
 nothing (``/hotpatch/whoami``), so the ratio is the cost of the durable write. The target
@@ -112,15 +112,21 @@ def _fleet(arm: Any, machines: int) -> list[str]:
         return list(pool.map(make, range(machines)))
 
 
-def _databases() -> list[tuple[str, str | None, Any]]:
-    found: list[tuple[str, str | None, Any]] = [("sqlite", None, None)]
-    try:
-        from databases import postgres_database
+WORKERS = (1, 2)
 
-        manager = postgres_database()
-        found.append(("postgresql", manager.__enter__(), manager))
-    except BaseException as exc:  # pytest.skip derives from BaseException
-        print(f"note: PostgreSQL not measured: {exc}")
+
+def _databases() -> list[tuple[str, int, str | None, Any]]:
+    """(database, server processes, URL, manager to close): a fresh database for each run."""
+    found: list[tuple[str, int, str | None, Any]] = [("sqlite", n, None, None) for n in WORKERS]
+    for workers in WORKERS:
+        try:
+            from databases import postgres_database
+
+            manager = postgres_database()
+            found.append(("postgresql", workers, manager.__enter__(), manager))
+        except BaseException as exc:  # pytest.skip derives from BaseException
+            print(f"note: PostgreSQL not measured: {exc}")
+            break
     return found
 
 
@@ -137,9 +143,10 @@ def run(quick: bool) -> Report:
     machines = 100 if quick else 1000
     seconds = 3 if quick else 15
     table = Table(
-        f"heartbeats: {machines} enrolled agents, wrk -t2 -c64 for {seconds} s over HTTPS, one server process",
+        f"heartbeats: {machines} enrolled agents, wrk -t2 -c64 for {seconds} s over HTTPS",
         [
             "database",
+            "workers",
             "heartbeats/s",
             "p50",
             "p99",
@@ -149,9 +156,9 @@ def run(quick: bool) -> Report:
             "for 100k agents/min",
         ],
     )
-    for name, url, manager in _databases():
+    for name, workers, url, manager in _databases():
         with tempfile.TemporaryDirectory(prefix="bench-heartbeats-") as tmp:
-            args = ("--db", url) if url else ()
+            args = (*(("--db", url) if url else ()), "--workers", str(workers))
             arm = start_arm(Path(tmp) / "data", *args)
             try:
                 tokens = Path(tmp) / "tokens.txt"
@@ -165,6 +172,7 @@ def run(quick: bool) -> Report:
         table.rows.append(
             [
                 name,
+                str(workers),
                 f"{beats['rate']:.0f}",
                 f"{beats['p50']:.1f} ms",
                 f"{beats['p99']:.1f} ms",
@@ -176,12 +184,17 @@ def run(quick: bool) -> Report:
         )
         report.targets.append(
             Target(
-                f"heartbeats/s ({name})",
+                f"heartbeats/s ({name}, {workers} worker{'s' if workers > 1 else ''})",
                 f">= {NEEDED:.0f}/s",
                 f"{beats['rate']:.0f}/s",
                 beats["rate"] >= NEEDED and beats["errors"] == 0,
             )
         )
-        report.data[name] = {"heartbeat": beats, "baseline": base, "machines": machines}
+        report.data[f"{name}-{workers}"] = {
+            "heartbeat": beats,
+            "baseline": base,
+            "machines": machines,
+            "workers": workers,
+        }
     report.tables.append(table)
     return report

@@ -33,7 +33,7 @@ from pyhotpatch.server import _queue, create_app
 from pyhotpatch.server._agent_routes import Backoff, HeartbeatWriter
 from pyhotpatch.server.arm._context import ArmSettings
 from pyhotpatch.storage import open_database
-from pyhotpatch.storage._tables import machines
+from pyhotpatch.storage._tables import audit, machines
 from sim_agent import (
     SimulatedAgent,
     create_group,
@@ -635,5 +635,81 @@ def test_heartbeats_are_written_in_shared_transactions(database_url: str) -> Non
         assert rows["m7"].reported == {"baseline": "KB00007"} and rows["m8"].reported == {}
         time.sleep(0.5)  # idle: the writer thread ends, and the next heartbeat starts another
         assert writer.submit("m1", {"last_seen": clock()}).result(timeout=30) is not None
+    finally:
+        engine.dispose()
+
+
+# --- the hot path: audit, authentication cache, lean route ---------------------------------------
+
+
+def test_heartbeats_are_not_audited_but_enrolments_are(world: Arm) -> None:
+    _, vm_id = _vm(world)
+    agent = SimulatedAgent(world, vm_id, world.token("Owner"))
+    enrolled = agent.enroll()
+    for _ in range(3):
+        agent.heartbeat()
+    with world.http(agent.token or "") as machine:
+        beat = machine.post("/agent/heartbeat", json={})
+    assert beat.headers["x-ms-request-id"]  # the middleware still answers request ids
+    engine = open_database(world.db_url, migrate=False)
+    try:
+        deadline = time.monotonic() + 5
+        while True:  # the audit row is written as the answer leaves
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    select(audit.c.method, audit.c.path, audit.c.principal_name).where(
+                        audit.c.path.like("/agent/%")
+                    )
+                ).all()
+            if ("POST", "/agent/enroll", "test Owner") in rows or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+    assert ("POST", "/agent/enroll", "test Owner") in rows, rows
+    assert not [row for row in rows if row.path == "/agent/heartbeat"], rows
+    assert enrolled["token"]
+
+
+def test_a_heartbeat_s_errors_keep_the_arm_shape(world: Arm) -> None:
+    with world.http("hp_not-a-token") as stranger:
+        refused = stranger.post("/agent/heartbeat", json={})
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "InvalidAuthenticationToken"
+    assert refused.headers["www-authenticate"] == "Bearer"
+    with world.http() as client:
+        missing = client.post("/agent/heartbeat", json={}, headers={"Authorization": "Basic x"})
+        assert missing.json()["error"]["code"] == "AuthenticationFailed"
+        assert client.post("/agent/heartbeat", json={}).status_code == 403  # the administrator
+        assert "/agent/heartbeat" in client.get("/openapi.json").json()["paths"]
+
+
+def test_the_token_cache_revokes_at_once_here_and_within_its_ttl_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyhotpatch.server import _auth
+
+    clock = ManualClock(datetime(2026, 11, 10, 12, 0, tzinfo=timezone.utc))
+    engine = open_database(f"sqlite:///{tmp_path / 'tokens.db'}")
+    try:
+        here, elsewhere = _auth.TokenStore(engine, clock), _auth.TokenStore(engine, clock)
+        assert _auth.CACHE_SECONDS == 60.0
+        monkeypatch.setattr(_auth, "CACHE_SECONDS", 0.5)
+        agent, secret = here.create("agent", "Agent", subscription=SUB, machine="/vm/a")
+        assert here.lookup(secret) == agent and elsewhere.lookup(secret) == agent
+        assert elsewhere.cached(secret) == (True, agent)
+        here.revoke(agent.id)
+        assert here.lookup(secret) is None  # at once in the process that revoked
+        assert elsewhere.lookup(secret) == agent  # another process: still cached ...
+        time.sleep(0.6)
+        assert elsewhere.lookup(secret) is None  # ... until its cached answer expires
+        # an expiry is checked on every use, cached or not
+        brief, short = here.create(
+            "brief", "Reader", subscription=SUB, expires=clock() + timedelta(minutes=1)
+        )
+        assert here.lookup(short) == brief
+        clock.advance(timedelta(minutes=2))
+        assert here.cached(short) == (True, None) and here.lookup(short) is None
+        assert here.cached("hp_unknown") == (False, None)
     finally:
         engine.dispose()

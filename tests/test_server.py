@@ -58,3 +58,61 @@ def test_timestamp_is_re_signed_before_it_expires(
     fresh = httpx.get(f"{url}/hotpatch/tuf/metadata/timestamp.json").json()["signed"]["expires"]
     expires = datetime.fromisoformat(fresh.replace("Z", "+00:00"))
     assert expires - clock() > timedelta(hours=23)
+
+
+def _workers(pid: int) -> list[int]:
+    """The worker processes uvicorn's supervisor ``pid`` started (Linux)."""
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        command = Path(f"/proc/{child}/cmdline").read_bytes()
+        if b"multiprocessing.spawn" in command and b"resource_tracker" not in command:
+            found.append(int(child))
+    return found
+
+
+def test_several_worker_processes_share_one_fleet(tmp_path: Path) -> None:
+    from arm import SUB, start_arm
+    from sim_agent import SimulatedAgent, create_group, create_vm, register_compute
+
+    arm = start_arm(tmp_path / "data", "--workers", "2")
+    try:
+        deadline = time.monotonic() + 30
+        while len(_workers(arm.server.proc.pid)) < 2:
+            assert time.monotonic() < deadline, "two workers did not start"
+            time.sleep(0.1)
+        register_compute(arm, SUB)
+        create_group(arm, SUB, "workers-rg")
+        for n in range(3):  # each request may land on either worker: try a few times
+            name = f"vm-{n}"
+            agent = SimulatedAgent(arm, create_vm(arm, SUB, "workers-rg", name), arm.token("Owner"))
+            agent.enroll()
+            assert agent.heartbeat()["work"] == 0
+            found: list[dict[str, object]] = []
+            waited: list[float] = []
+
+            def poll(
+                agent: SimulatedAgent = agent,
+                found: list[dict[str, object]] = found,
+                waited: list[float] = waited,
+            ) -> None:
+                began = time.monotonic()
+                found.extend(agent.poll(wait=20))
+                waited.append(time.monotonic() - began)
+
+            poller = threading.Thread(target=poll)
+            poller.start()
+            time.sleep(0.3)
+            queued = time.monotonic()
+            with arm.http() as client:
+                path = (
+                    f"/subscriptions/{SUB}/resourceGroups/workers-rg/providers/"
+                    f"Microsoft.Compute/virtualMachines/{name}/assessPatches"
+                )
+                assert client.post(path, params={"api-version": "2024-11-01"}).status_code == 202
+            poller.join(25)
+            # woken in its own worker at once, or by the 1 s re-check from the other one
+            assert [item["kind"] for item in found] == ["assessPatches"]
+            assert time.monotonic() - queued < 2.5, waited
+        assert len(_workers(arm.server.proc.pid)) == 2
+    finally:
+        arm.server.stop()

@@ -56,6 +56,12 @@ def server(
             "--preview-rules", help="Hotpatch needs the seed's preview features registered."
         ),
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Server processes; more than one spreads requests over several cores."
+        ),
+    ] = 1,
     tuf_threshold: Annotated[
         list[str] | None,
         typer.Option(
@@ -91,5 +97,6 @@ def server(
             dev_tls=dev_tls,
             tuf=tuf,
             arm=arm,
+            workers=workers,
         )
     )

@@ -6,9 +6,9 @@ machine's subscription, or an administrator) and receives its own ``Agent`` cred
 which reaches that one machine's heartbeat, work and history and nothing else: every query
 here is keyed by the credential's machine, never by an id from the request alone.
 
-- ``POST /agent/heartbeat`` is the hot path (every agent, every minute or so): heartbeats
-  are committed before they are answered, in shared short transactions (``HeartbeatWriter``,
-  group commit). Its answer carries ``nextHeartbeatSeconds``, which grows when the server is
+- ``POST /agent/heartbeat`` is the hot path (every agent, every minute or so): a lean
+  Starlette route ahead of all others (``Heartbeats``); heartbeats are committed before they
+  are answered, in shared short transactions (``HeartbeatWriter``, group commit). Its answer carries ``nextHeartbeatSeconds``, which grows when the server is
   busy, so a large fleet backs off by itself; heartbeats also renew the leases of work the
   agent holds.
 - ``GET /agent/work?wait=S`` long-polls: it waits on an in-process notification and
@@ -36,10 +36,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from starlette.routing import Route
 
 from pyhotpatch.clock import Clock
 from pyhotpatch.server import _queue
@@ -288,11 +289,75 @@ def _history(conn: Connection, machine: str, since: Any) -> list[dict[str, Any]]
     ]
 
 
-def agent_router(ctx: ArmContext, auth: Authenticator) -> APIRouter:
+class Heartbeats:
+    """``POST /agent/heartbeat``, the hot path, served without FastAPI's machinery.
+
+    Every agent calls it every minute or so, so it is a plain Starlette route placed before
+    all others (``install_agent_routes``): no route search through the ARM API, no
+    dependency resolution, no thread for authentication when the token is cached. It keeps
+    the documented route's contract: the same validation, the same ARM-shaped errors (raised
+    as ``ApiError``), and the answer only after the heartbeat is committed.
+    """
+
+    def __init__(self, ctx: ArmContext, auth: Authenticator) -> None:
+        self.ctx = ctx
+        self.auth = auth
+        self.backoff = Backoff()
+        self.writer = HeartbeatWriter(ctx.engine, ctx.clock)
+
+    async def record(self, principal: Principal, body: Any) -> dict[str, int]:
+        """Validate and commit one heartbeat of ``principal``'s machine; the answer's body."""
+        machine = agent_machine(principal)
+        body = _object(body)
+        health = _document(body.get("health") or {"status": "Unknown"}, "health")
+        if health.get("status") not in HEALTH_STATES:
+            raise ApiError(
+                400,
+                "InvalidParameter",
+                "'health.status' must be one of " + ", ".join(HEALTH_STATES) + ".",
+                target="health.status",
+            )
+        values: dict[str, Any] = {"last_seen": self.ctx.clock(), "health": health}
+        if body.get("reported") is not None:
+            values["reported"] = _document(body["reported"], "reported")
+        if isinstance(body.get("agentVersion"), str) and len(body["agentVersion"]) <= 64:
+            values["agent_version"] = body["agentVersion"]
+        waiting = await asyncio.wrap_future(self.writer.submit(machine, values))
+        if waiting is None:
+            raise ApiError(
+                404, "MachineNotEnrolled", "This machine is not enrolled; enrol its agent."
+            )
+        seconds = self.backoff.next()
+        if waiting[_queue.LEASED]:
+            seconds = min(seconds, int(_queue.LEASE.total_seconds() // 3))
+        return {"nextHeartbeatSeconds": seconds, "work": waiting[_queue.QUEUED]}
+
+    async def endpoint(self, request: Request) -> Response:
+        """The heartbeat route's ASGI endpoint."""
+        principal = await self.auth.resolve(request)
+        body = await json_body(request)
+        answer = await self.record(principal, body)
+        return Response(json.dumps(answer).encode(), media_type="application/json")
+
+    def route(self) -> Route:
+        """The Starlette route of ``endpoint``."""
+        return Route("/agent/heartbeat", self.endpoint, methods=["POST"], include_in_schema=False)
+
+
+def install_agent_routes(app: FastAPI, ctx: ArmContext, auth: Authenticator) -> None:
+    """Add the agent protocol to ``app``, its heartbeat route ahead of every other route."""
+    beats = Heartbeats(ctx, auth)
+    app.include_router(agent_router(ctx, auth, beats))
+    app.router.routes.insert(0, beats.route())
+
+
+def agent_router(
+    ctx: ArmContext, auth: Authenticator, heartbeats: Heartbeats | None = None
+) -> APIRouter:
     """The agent protocol, the machine history, and the ARM patch operations they serve."""
     notifier = _queue.Notifier()
-    backoff = Backoff()
-    heartbeats = HeartbeatWriter(ctx.engine, ctx.clock)
+    beats = heartbeats or Heartbeats(ctx, auth)
+    backoff = beats.backoff
     router = APIRouter(tags=["agent"])
     router.include_router(operations_router(ctx, auth, notifier))
 
@@ -359,32 +424,10 @@ def agent_router(ctx: ArmContext, auth: Authenticator) -> APIRouter:
     ) -> Any:
         """Record that the agent is alive, with its health and what it reports.
 
-        The answer says when to come back and how much work waits for the agent.
+        The answer says when to come back and how much work waits for the agent. (Served by
+        ``Heartbeats.endpoint``, which comes first; this declaration documents it.)
         """
-        machine = agent_machine(principal)
-        body = _object(body)
-        health = _document(body.get("health") or {"status": "Unknown"}, "health")
-        if health.get("status") not in HEALTH_STATES:
-            raise ApiError(
-                400,
-                "InvalidParameter",
-                "'health.status' must be one of " + ", ".join(HEALTH_STATES) + ".",
-                target="health.status",
-            )
-        values: dict[str, Any] = {"last_seen": ctx.clock(), "health": health}
-        if body.get("reported") is not None:
-            values["reported"] = _document(body["reported"], "reported")
-        if isinstance(body.get("agentVersion"), str) and len(body["agentVersion"]) <= 64:
-            values["agent_version"] = body["agentVersion"]
-        waiting = await asyncio.wrap_future(heartbeats.submit(machine, values))
-        if waiting is None:
-            raise ApiError(
-                404, "MachineNotEnrolled", "This machine is not enrolled; enrol its agent."
-            )
-        seconds = backoff.next()
-        if waiting[_queue.LEASED]:
-            seconds = min(seconds, int(_queue.LEASE.total_seconds() // 3))
-        return {"nextHeartbeatSeconds": seconds, "work": waiting[_queue.QUEUED]}
+        return await beats.record(principal, body)
 
     def take(machine: str) -> list[_queue.WorkItem]:
         now = ctx.clock()

@@ -11,12 +11,18 @@ from fastapi import FastAPI
 
 from pyhotpatch.catalog import Catalog
 from pyhotpatch.server import _errors
+from pyhotpatch.server._agent_routes import install_agent_routes
 from pyhotpatch.server._auth import Authenticator, TokenStore
 from pyhotpatch.server._catalog_routes import catalog_router
+from pyhotpatch.server._openapi import document_bodies
 from pyhotpatch.server._token_routes import token_router
 from pyhotpatch.server._tuf_routes import tuf_router
+from pyhotpatch.server.arm._compute import compute_router
 from pyhotpatch.server.arm._context import ArmContext, ArmSettings
+from pyhotpatch.server.arm._features import features_router
+from pyhotpatch.server.arm._groups import groups_router
 from pyhotpatch.server.arm._middleware import ArmMiddleware
+from pyhotpatch.server.arm._providers import providers_router
 from pyhotpatch.server.arm._subscriptions import subscriptions_router
 
 log = logging.getLogger("pyhotpatch.server")
@@ -67,20 +73,12 @@ def create_app(
     app.include_router(token_router(tokens, auth, catalog.clock))
     app.include_router(tuf_router(catalog.signing, catalog.blobs, catalog.engine))
     app.include_router(subscriptions_router(ctx, auth))
-    # ARM routers (each helper-owned module adds its line here)
-    from pyhotpatch.server.arm._compute import compute_router
-
     app.include_router(compute_router(ctx, auth))
-    from pyhotpatch.server.arm._features import features_router
-    from pyhotpatch.server.arm._groups import groups_router
-    from pyhotpatch.server.arm._providers import providers_router
-
     app.include_router(features_router(ctx, auth))  # before providers: more specific paths
     app.include_router(providers_router(ctx, auth))
     app.include_router(groups_router(ctx, auth))
-    from pyhotpatch.server._agent_routes import agent_router
-
-    app.include_router(agent_router(ctx, auth))  # agent protocol + patch LROs and instanceView
+    install_agent_routes(app, ctx, auth)  # agent protocol, patch operations; heartbeat first
+    document_bodies(app)
     app.add_middleware(ArmMiddleware, engine=catalog.engine, clock=catalog.clock)
     return app
 

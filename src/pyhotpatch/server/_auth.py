@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine, insert, select, update
 
 from pyhotpatch.clock import Clock
@@ -33,7 +34,10 @@ ROLES = ("Reader", "Contributor", "Owner", "Administrator", "Agent")
 _RANK = {"Reader": 1, "Contributor": 2, "Owner": 3}
 #: what each action needs, at least
 ACTIONS = {"read": 1, "write": 2, "own": 3}
-_CACHE_SECONDS = 5.0
+#: how long a looked-up token is trusted without reading the database again
+CACHE_SECONDS = 60.0
+#: the most tokens remembered at once (a fleet's agents and its users)
+CACHE_SIZE = 1_000_000
 
 
 def admin_token(data_dir: Path) -> str:
@@ -88,12 +92,20 @@ def digest(secret: str) -> str:
 
 
 class TokenStore:
-    """Tokens in the database, looked up by digest (with a few seconds of caching)."""
+    """Tokens in the database, looked up by digest, and remembered for ``CACHE_SECONDS``.
+
+    Agents authenticate every heartbeat, so a lookup that reads the database each time would
+    cost a query per heartbeat; the cache keeps each token's answer (valid or not) for a
+    minute. A revocation clears the cache of the process that made it, so there it takes
+    effect at once; other server processes (``hotpatch server --workers N``, or several
+    hosts on one database) see it when their cached answer expires, within
+    ``CACHE_SECONDS``. An expiry time is checked on every use, cached or not.
+    """
 
     def __init__(self, engine: Engine, clock: Clock) -> None:
         self.engine = engine
         self.clock = clock
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._cache: dict[str, tuple[float, Principal | None, datetime | None]] = {}
         self._lock = threading.Lock()
 
     def create(
@@ -182,28 +194,50 @@ class TokenStore:
         with self._lock:
             self._cache.clear()
 
-    def lookup(self, secret: str) -> Principal | None:
-        """The live, unexpired token with this secret."""
+    def cached(self, secret: str) -> tuple[bool, Principal | None]:
+        """(True, what ``lookup`` would answer) if the cache knows; (False, None) if not.
+
+        Never touches the database, so it may run on the event loop.
+        """
         key = digest(secret)
-        now = time.monotonic()
         with self._lock:
             cached = self._cache.get(key)
-            if cached and cached[0] > now:
-                return cached[1]
+        if cached is None or cached[0] <= time.monotonic():
+            return False, None
+        _, found, expires = cached
+        if found is not None and expires is not None and expires <= self.clock():
+            return True, None
+        return True, found
+
+    def lookup(self, secret: str) -> Principal | None:
+        """The live, unexpired token with this secret."""
+        known, found = self.cached(secret)
+        if known:
+            return found
+        key = digest(secret)
+        now = time.monotonic()
         with self.engine.connect() as conn:
             row = conn.execute(select(tokens).where(tokens.c.digest == key)).mappings().first()
         found = None
+        expires = None
         if (
             row is not None
             and row["revoked"] is None
             and (row["expires"] is None or row["expires"] > self.clock())
         ):
             found = _principal(row)
+            expires = row["expires"]
         with self._lock:
-            if len(self._cache) > 100_000:
+            if len(self._cache) >= CACHE_SIZE:
+                self._forget_expired(now)
+            if len(self._cache) >= CACHE_SIZE:
                 self._cache.clear()
-            self._cache[key] = (now + _CACHE_SECONDS, found)
+            self._cache[key] = (now + CACHE_SECONDS, found, expires)
         return found
+
+    def _forget_expired(self, now: float) -> None:
+        for key in [key for key, entry in self._cache.items() if entry[0] <= now]:
+            del self._cache[key]
 
 
 def _principal(row: Any) -> Principal:
@@ -221,6 +255,30 @@ class Authenticator:
 
     def __call__(self, request: Request) -> Principal:
         """Who is calling."""
+        value = self._bearer(request)
+        if hmac.compare_digest(value.encode(), self._admin):
+            return self._found(
+                request, Principal("administrator", "administrator", "Administrator")
+            )
+        return self._found(request, self.store.lookup(value))
+
+    async def resolve(self, request: Request) -> Principal:
+        """Who is calling, for a route outside FastAPI's dependencies (the same answers).
+
+        A cached token is answered on the event loop; only a database lookup takes a thread.
+        """
+        value = self._bearer(request)
+        if hmac.compare_digest(value.encode(), self._admin):
+            return self._found(
+                request, Principal("administrator", "administrator", "Administrator")
+            )
+        known, found = self.store.cached(value)
+        if not known:
+            found = await run_in_threadpool(self.store.lookup, value)
+        return self._found(request, found)
+
+    @staticmethod
+    def _bearer(request: Request) -> str:
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         value = value.strip()
@@ -230,13 +288,12 @@ class Authenticator:
                 "AuthenticationFailed",
                 "Authentication failed. The 'Authorization' header is missing or not a Bearer token.",
             )
-        if hmac.compare_digest(value.encode(), self._admin):
-            principal = Principal("administrator", "administrator", "Administrator")
-        else:
-            found = self.store.lookup(value)
-            if found is None:
-                raise ApiError(401, "InvalidAuthenticationToken", "The access token is invalid.")
-            principal = found
+        return value
+
+    @staticmethod
+    def _found(request: Request, principal: Principal | None) -> Principal:
+        if principal is None:
+            raise ApiError(401, "InvalidAuthenticationToken", "The access token is invalid.")
         request.state.principal = principal
         return principal
 

@@ -5,6 +5,12 @@ Paths are case-insensitive in ARM (the Azure SDK sends ``resourcegroups``, templ
 routes declare, while names keep the caller's spelling. Every response carries
 ``x-ms-request-id`` and ``x-ms-correlation-request-id``. Every change (any method but GET,
 HEAD and OPTIONS) is written to the audit log with who made it and how it ended.
+
+An agent's liveness and telemetry are not changes: ``POST /agent/heartbeat`` (every agent,
+every minute or so) is not audited, nor are the GETs of ``/agent/work``. Everything a user
+does is, the enrolment of an agent (``POST /agent/enroll``) included, and so are an agent's
+reports of the outcome of work (``POST /agent/work/{id}/result``), which finish a user's
+patch operation.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ KEYWORDS = {
     )
 }  # fmt: skip
 _QUIET = {"GET", "HEAD", "OPTIONS"}
+#: paths whose requests are telemetry, not changes: never audited, whatever their method
+_UNAUDITED = {"/agent/heartbeat"}
 
 
 def fold_path(path: str) -> str:
@@ -73,20 +81,26 @@ class ArmMiddleware:
         client = headers.get("x-ms-client-request-id")
         if client and headers.get("x-ms-return-client-request-id", "").lower() == "true":
             extra.append((b"x-ms-client-request-id", client.encode("latin-1")))
-        status = 500
+        audited = scope["method"] not in _QUIET and scope["path"].rstrip("/") not in _UNAUDITED
+        recorded = False
 
         async def answer(message: Message) -> None:
-            nonlocal status
+            nonlocal recorded
             if message["type"] == "http.response.start":
-                status = message["status"]
                 message["headers"] = [*message.get("headers", []), *extra]
+                if audited:
+                    # the record is durable before the caller learns how the change ended
+                    recorded = True
+                    await anyio.to_thread.run_sync(
+                        self._record, scope, message["status"], request_id
+                    )
             await send(message)
 
         try:
             await self.app(scope, receive, answer)
         finally:
-            if scope["method"] not in _QUIET:
-                await anyio.to_thread.run_sync(self._record, scope, status, request_id)
+            if audited and not recorded:  # the request broke off before any answer
+                await anyio.to_thread.run_sync(self._record, scope, 500, request_id)
 
     def _record(self, scope: Scope, status: int, request_id: str) -> None:
         principal = scope.get("state", {}).get("principal")
