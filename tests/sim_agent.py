@@ -16,19 +16,13 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from arm import Arm
-
-
-def kb_digits(kb: str) -> str:
-    """A KB id without its ``KB`` prefix."""
-    kb = kb.strip()
-    return kb[2:] if kb[:2].upper() == "KB" else kb
+from pyhotpatch.catalog._selection import SELECTED, kb_digits, reboot_status, select
 
 
 def patch(
@@ -175,27 +169,13 @@ class SimulatedAgent:
         }
 
     def install(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Install what the parameters select, as Windows Update would; the result."""
+        """Install what the parameters select (the catalog's selection rules); the result."""
         parameters = payload.get("parameters", {})
         windows = parameters.get("windowsParameters") or {}
-        classes = set(windows.get("classificationsToInclude") or [])
-        include = {kb_digits(k) for k in windows.get("kbNumbersToInclude") or []}
-        exclude = {kb_digits(k) for k in windows.get("kbNumbersToExclude") or []}
-        no_reboot = bool(windows.get("excludeKbsRequiringReboot"))
-        latest = windows.get("maxPatchPublishDate")
-        latest_date = datetime.fromisoformat(latest.replace("Z", "+00:00")) if latest else None
-        results, remaining, reboot = [], [], False
-        for p in self.patches:
-            kb = kb_digits(p["kbId"])
-            published = datetime.fromisoformat(p["publishedDate"].replace("Z", "+00:00"))
-            if kb in exclude or (no_reboot and p["rebootBehavior"] == "AlwaysRequiresReboot"):
-                state = "Excluded"
-            elif latest_date is not None and published > latest_date:
-                state = "NotSelected"
-            elif kb in include or classes & set(p["classifications"]):
-                state = "Failed" if kb in self.failing else "Installed"
-            else:
-                state = "NotSelected"
+        results, remaining, restart = [], [], False
+        for p, state in zip(self.patches, select(self.patches, windows), strict=True):
+            if state == SELECTED:
+                state = "Failed" if kb_digits(p["kbId"]) in self.failing else "Installed"
             results.append(
                 {
                     "name": p["name"],
@@ -206,17 +186,12 @@ class SimulatedAgent:
             )
             if state == "Installed":
                 self.installed.append(p)
-                reboot = reboot or p["rebootBehavior"] == "AlwaysRequiresReboot"
+                restart = restart or p["rebootBehavior"] == "AlwaysRequiresReboot"
             else:
                 remaining.append(p)
         self.patches = remaining
-        if not reboot:
-            reboot_status = "NotNeeded"
-        elif parameters.get("rebootSetting") == "Never":
-            reboot_status = "Required"
-        else:
-            reboot_status = "Completed"
-        return {"rebootStatus": reboot_status, "patches": results}
+        status = reboot_status(restart, str(parameters.get("rebootSetting", "IfRequired")))
+        return {"rebootStatus": status, "patches": results}
 
     # --- the thread ------------------------------------------------------------------------
 
