@@ -131,7 +131,7 @@ class SimulatedAgent:
     def poll(self, wait: float = 0.0) -> list[dict[str, Any]]:
         """Lease whatever work is queued (waiting up to ``wait`` seconds)."""
         with self._agent() as client:
-            reply = client.get("/agent/work", params={"wait": wait})
+            reply = client.get("/agent/jobs", params={"wait": wait})
         if reply.status_code == 204:
             return []
         assert reply.status_code == 200, reply.text
@@ -141,7 +141,7 @@ class SimulatedAgent:
     def report(self, item: dict[str, Any], body: dict[str, Any]) -> httpx.Response:
         """Report a work item's outcome."""
         with self._agent() as client:
-            return client.post(f"/agent/work/{item['id']}/result", json=body)
+            return client.post(f"/agent/jobs/{item['id']}/result", json=body)
 
     def answer(self, item: dict[str, Any]) -> httpx.Response:
         """Do the work (in simulation) and report it."""

@@ -141,7 +141,7 @@ def test_heartbeats_record_health_and_say_when_to_come_back(world: Arm) -> None:
         assert machine.post("/agent/heartbeat", content=b"{not json").status_code == 400
     with world.http(world.token("Owner")) as user:
         assert user.post("/agent/heartbeat", json={}).status_code == 403
-        assert user.get("/agent/work").status_code == 403
+        assert user.get("/agent/jobs").status_code == 403
 
 
 # --- work -------------------------------------------------------------------------------------
@@ -178,8 +178,8 @@ def test_a_work_poll_waits_then_answers_204_or_returns_when_work_arrives(world: 
     assert set(item) == {"id", "kind", "operation", "payload", "leaseUntil"}
     assert item["payload"]["osType"] == "Windows" and "deadline" in item["payload"]
     with world.http(agent.token or "") as machine:
-        assert machine.get("/agent/work", params={"wait": 31}).status_code == 400
-        assert machine.get("/agent/work", params={"wait": -1}).status_code == 400
+        assert machine.get("/agent/jobs", params={"wait": 31}).status_code == 400
+        assert machine.get("/agent/jobs", params={"wait": -1}).status_code == 400
 
 
 def test_an_agent_reaches_only_its_own_machine_s_work(world: Arm) -> None:
@@ -242,10 +242,10 @@ def test_results_are_checked_and_idempotent(world: Arm) -> None:
         history = machine.get("/agent/history").json()["value"]
         assert [h["kind"] for h in history] == ["assessment"]  # recorded once
         assert (
-            machine.post("/agent/work/999999999/result", json={"status": "Failed"}).status_code
+            machine.post("/agent/jobs/999999999/result", json={"status": "Failed"}).status_code
             == 404
         )
-        assert machine.post("/agent/work/0/result", json={"status": "Failed"}).status_code == 400
+        assert machine.post("/agent/jobs/0/result", json={"status": "Failed"}).status_code == 400
 
 
 def test_an_operation_the_agent_could_not_run_fails(world: Arm) -> None:
@@ -404,7 +404,7 @@ def local(tmp_path: Path) -> Iterator[Local]:
 
 def _lease(local: Local, token: str) -> list[dict[str, Any]]:
     with local.http(token) as client:
-        reply = client.get("/agent/work")
+        reply = client.get("/agent/jobs")
     if reply.status_code == 204:
         return []
     items: list[dict[str, Any]] = reply.json()["items"]
@@ -446,7 +446,7 @@ def test_an_assessment_nobody_answers_times_out(local: Local) -> None:
     assert summary["status"] == "Failed" and summary["error"]["code"] == "OperationTimedOut"
     with local.http(token) as client:
         late = client.post(
-            f"/agent/work/{item['id']}/result",
+            f"/agent/jobs/{item['id']}/result",
             json={"status": "Succeeded", "output": {"availablePatches": []}},
         )
     assert late.status_code == 409 and late.json()["error"]["code"] == "WorkItemExpired"
@@ -481,7 +481,7 @@ def test_heartbeats_keep_a_long_installation_s_lease(local: Local) -> None:
             assert beat["nextHeartbeatSeconds"] <= 100  # holding work: come back before it lapses
         assert local.get(url)["status"] == "InProgress"
         done = client.post(
-            f"/agent/work/{item['id']}/result",
+            f"/agent/jobs/{item['id']}/result",
             json={"status": "Succeeded", "output": {"rebootStatus": "NotNeeded", "patches": []}},
         )
     assert done.status_code == 200, done.text
@@ -510,7 +510,7 @@ def test_history_keeps_the_last_thirty_days(local: Local) -> None:
     (item,) = _lease(local, token)
     with local.http(token) as client:
         client.post(
-            f"/agent/work/{item['id']}/result",
+            f"/agent/jobs/{item['id']}/result",
             json={"status": "Succeeded", "output": {"availablePatches": []}},
         ).raise_for_status()
         assert local.get(url)["status"] == "Succeeded"

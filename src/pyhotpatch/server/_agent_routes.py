@@ -11,10 +11,10 @@ here is keyed by the credential's machine, never by an id from the request alone
   are answered, in shared short transactions (``HeartbeatWriter``, group commit). Its answer carries ``nextHeartbeatSeconds``, which grows when the server is
   busy, so a large fleet backs off by itself; heartbeats also renew the leases of work the
   agent holds.
-- ``GET /agent/work?wait=S`` long-polls: it waits on an in-process notification and
+- ``GET /agent/jobs?wait=S`` long-polls: it waits on an in-process notification and
   re-checks the database every ``RECHECK_SECONDS``, so work queued by another process or
   before a restart is found too; idle checks are reads only.
-- ``POST /agent/work/{id}/result`` is idempotent: a repeated report of a finished item
+- ``POST /agent/jobs/{id}/result`` is idempotent: a repeated report of a finished item
   answers the stored outcome.
 
 The user-facing ``GET /hotpatch/machines/{vm id}/history`` is here too, beside the agent's
@@ -443,7 +443,7 @@ def agent_router(
                 )
         return items
 
-    @router.get("/agent/work", response_model=None)
+    @router.get("/agent/jobs", response_model=None)
     async def work(
         wait: float = Query(0.0, ge=0.0, le=MAX_WAIT, description="Seconds to wait for work."),
         principal: Principal = Depends(auth),
@@ -463,7 +463,7 @@ def agent_router(
                 return Response(status_code=204)
             await notifier.wait(machine, min(RECHECK_SECONDS, left))
 
-    @router.post("/agent/work/{item_id}/result")
+    @router.post("/agent/jobs/{item_id}/result")
     def result(
         item_id: int = Path(ge=1, le=2**62),
         body: Any = Depends(json_body),

@@ -7,9 +7,9 @@ routes declare, while names keep the caller's spelling. Every response carries
 HEAD and OPTIONS) is written to the audit log with who made it and how it ended.
 
 An agent's liveness and telemetry are not changes: ``POST /agent/heartbeat`` (every agent,
-every minute or so) is not audited, nor are the GETs of ``/agent/work``. Everything a user
+every minute or so) is not audited, nor are the GETs of ``/agent/jobs``. Everything a user
 does is, the enrolment of an agent (``POST /agent/enroll``) included, and so are an agent's
-reports of the outcome of work (``POST /agent/work/{id}/result``), which finish a user's
+reports of the outcome of work (``POST /agent/jobs/{id}/result``), which finish a user's
 patch operation.
 """
 

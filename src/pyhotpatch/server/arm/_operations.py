@@ -6,7 +6,7 @@
 The flow: ``POST …/virtualMachines/{vm}/assessPatches|installPatches`` checks the request,
 the machine and its agent, then records an ``arm_operations`` row (``InProgress``) and queues
 work for the machine's agent in one transaction, and answers 202 with ``Azure-AsyncOperation``
-and ``Location``, as Azure does. The agent leases the work (``/agent/work``) and reports a
+and ``Location``, as Azure does. The agent leases the work (``/agent/jobs``) and reports a
 result; ``complete`` turns it into Azure's result shape, finishes the operation, updates the
 machine's ``patchStatus`` and appends to its history, again in one transaction.
 
