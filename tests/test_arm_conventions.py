@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from arm import OTHER_SUB, SUB, Arm, start_arm
-from servers import hotpatch
+from servers import TOKEN, hotpatch
 
 
 def test_subscriptions_and_request_ids(arm: Arm) -> None:
@@ -74,11 +74,20 @@ def test_tokens_are_managed_and_audited(arm: Arm) -> None:
                 gone.status_code == 401
                 and gone.json()["error"]["code"] == "InvalidAuthenticationToken"
             )
+        group = f"/subscriptions/{SUB}/resourceGroups/audited"
+        made_group = client.put(
+            group, params={"api-version": "2025-04-01"}, json={"location": "eastus"}
+        )
+        assert made_group.status_code in (200, 201)
         records = client.get("/hotpatch/audit", params={"subscription": SUB}).json()["value"]
     with arm.http() as admin:
         everything = admin.get("/hotpatch/audit").json()["value"]
     assert any(r["method"] == "POST" and r["path"] == "/hotpatch/tokens" for r in everything)
-    assert isinstance(records, list)
+    mine = [r for r in records if r["path"] == group]
+    assert [(r["method"], r["status"], r["principal"]) for r in mine] == [
+        ("PUT", made_group.status_code, "test Owner")
+    ]
+    assert all(r["path"].startswith(f"/subscriptions/{SUB}") for r in records)
 
 
 def test_token_command_line(tmp_path: Path) -> None:
@@ -113,3 +122,20 @@ def test_token_command_line(tmp_path: Path) -> None:
             assert client.get("/hotpatch/whoami").status_code == 401
     finally:
         running.server.stop()
+
+
+def test_release_commands_trust_the_servers_ca(arm: Arm) -> None:
+    done = hotpatch(
+        "release",
+        "list",
+        "--json",
+        "--server",
+        arm.url,
+        "--token",
+        TOKEN,
+        env={"HOTPATCH_CA_BUNDLE": str(arm.ca)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert isinstance(json.loads(done.stdout), list)
+    untrusted = hotpatch("release", "list", "--server", arm.url, "--token", TOKEN)
+    assert untrusted.returncode == 1 and "ConnectionFailed" in untrusted.stderr

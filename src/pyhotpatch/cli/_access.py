@@ -13,17 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
+from pyhotpatch.cli._http import ApiCallError, ControlPlane
 from pyhotpatch.errors import HotpatchError
-
-
-class ApiCallError(HotpatchError):
-    """The control plane answered with an error; ``code`` and ``details`` are its own."""
-
-    def __init__(self, status: int, code: str, message: str, details: list[str]) -> None:
-        self.status = status
-        self.code = code
-        self.details = details
-        super().__init__(message)
 
 
 class CatalogAccess(Protocol):
@@ -73,11 +64,6 @@ def open_access(
     if server:
         if data_dir is not None or db is not None:
             raise HotpatchError("give either --server or --data-dir/--db, not both")
-        token = token or os.environ.get("HOTPATCH_TOKEN") or os.environ.get("HOTPATCH_ADMIN_TOKEN")
-        if not token:
-            raise HotpatchError(
-                "the control plane needs a token: pass --token or set HOTPATCH_TOKEN"
-            )
         return RemoteAccess(server, token)
     return LocalAccess(data_dir, db)
 
@@ -159,26 +145,9 @@ class LocalAccess:
 class RemoteAccess:
     """A control plane's ``/hotpatch`` API over HTTP."""
 
-    def __init__(self, server: str, token: str) -> None:
-        import httpx
-
-        self._httpx = httpx
-        self.client = httpx.Client(
-            base_url=server.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=httpx.Timeout(60.0, connect=10.0),
-        )
-
-    def _call(self, method: str, url: str, **kwargs: Any) -> Any:
-        try:
-            response = self.client.request(method, url, **kwargs)
-        except self._httpx.HTTPError as exc:
-            raise ApiCallError(
-                0, "ConnectionFailed", f"cannot reach {self.client.base_url}: {exc}", []
-            ) from None
-        if response.status_code >= 400:
-            raise _error(response)
-        return response
+    def __init__(self, server: str, token: str | None) -> None:
+        self.plane = ControlPlane(server, token)
+        self._call = self.plane.call
 
     def products(self) -> list[dict[str, Any]]:
         """Every product."""
@@ -248,14 +217,4 @@ class RemoteAccess:
 
     def close(self) -> None:
         """Let go of connections."""
-        self.client.close()
-
-
-def _error(response: Any) -> ApiCallError:
-    try:
-        error = response.json()["error"]
-        code, message = str(error["code"]), str(error["message"])
-        details = [str(d.get("message", d)) for d in error.get("details") or []]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        code, message, details = f"HTTP{response.status_code}", response.text[:500], []
-    return ApiCallError(response.status_code, code, message, details)
+        self.plane.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +16,8 @@ import typer
 from rich.table import Table
 
 from pyhotpatch.cli._app import EXIT_FAILED, err, out
+from pyhotpatch.cli._http import ApiCallError, ControlPlane
+from pyhotpatch.errors import HotpatchError
 
 token_app = typer.Typer(
     name="token", help="Manage the bearer tokens of the control plane.", no_args_is_help=True
@@ -43,34 +44,17 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 def _call(
     method: str, path: str, server: str, token: str | None, ca: Path | None, body: Any = None
 ) -> Any:
-    import httpx
-
-    token = token or os.environ.get("HOTPATCH_TOKEN") or os.environ.get("HOTPATCH_ADMIN_TOKEN")
-    if not token:
-        err.print(
-            "[bold red]error[/]: the control plane needs a token: pass --token or set HOTPATCH_TOKEN"
-        )
-        raise typer.Exit(EXIT_FAILED)
-    bundle = ca or (
-        Path(os.environ["HOTPATCH_CA_BUNDLE"]) if os.environ.get("HOTPATCH_CA_BUNDLE") else None
-    )
-    verify: Any = ssl.create_default_context(cafile=str(bundle)) if bundle else True
     try:
-        with httpx.Client(base_url=server.rstrip("/"), verify=verify, timeout=30) as client:
-            reply = client.request(
-                method, path, json=body, headers={"Authorization": f"Bearer {token}"}
-            )
-    except httpx.HTTPError as exc:
-        err.print(f"[bold red]error[/]: ConnectionFailed: cannot reach {server}: {exc}")
-        raise typer.Exit(EXIT_FAILED) from None
-    if reply.status_code >= 400:
+        plane = ControlPlane(server, token, ca)
         try:
-            error = reply.json()["error"]
-            err.print(f"[bold red]error[/]: {error['code']}: {error['message']}")
-        except (ValueError, KeyError, TypeError):
-            err.print(f"[bold red]error[/]: HTTP {reply.status_code}: {reply.text[:300]}")
-        raise typer.Exit(EXIT_FAILED)
-    return reply.json()
+            return plane.call(method, path, json=body).json()
+        finally:
+            plane.close()
+    except ApiCallError as exc:
+        err.print(f"[bold red]error[/]: {exc.code}: {exc}")
+    except HotpatchError as exc:
+        err.print(f"[bold red]error[/]: {exc}")
+    raise typer.Exit(EXIT_FAILED)
 
 
 def _local(data_dir: Path | None) -> Any:
