@@ -70,7 +70,8 @@ class ArmMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        scope["path"] = fold_path(scope["path"])
+        sent = scope["path"]  # the audit keeps the path as the caller spelled it
+        scope["path"] = fold_path(sent)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = str(uuid.uuid4())
         correlation = headers.get("x-ms-correlation-request-id") or request_id
@@ -92,7 +93,7 @@ class ArmMiddleware:
                     # the record is durable before the caller learns how the change ended
                     recorded = True
                     await anyio.to_thread.run_sync(
-                        self._record, scope, message["status"], request_id
+                        self._record, scope, sent, message["status"], request_id
                     )
             await send(message)
 
@@ -100,14 +101,13 @@ class ArmMiddleware:
             await self.app(scope, receive, answer)
         finally:
             if audited and not recorded:  # the request broke off before any answer
-                await anyio.to_thread.run_sync(self._record, scope, 500, request_id)
+                await anyio.to_thread.run_sync(self._record, scope, sent, 500, request_id)
 
-    def _record(self, scope: Scope, status: int, request_id: str) -> None:
+    def _record(self, scope: Scope, path: str, status: int, request_id: str) -> None:
         principal = scope.get("state", {}).get("principal")
-        path = scope["path"]
         subscription = None
         parts = path.split("/")
-        if len(parts) > 2 and parts[1] == "subscriptions":
+        if len(parts) > 2 and parts[1].lower() == "subscriptions":
             subscription = parts[2].lower()[:36]
         try:
             with self.engine.begin() as conn:
