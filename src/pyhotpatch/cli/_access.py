@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-from pyhotpatch.cli._http import ApiCallError, ControlPlane
+from pyhotpatch.apiclient import ApiCallError, ControlPlane
 from pyhotpatch.errors import HotpatchError
 
 

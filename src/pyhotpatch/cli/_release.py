@@ -17,9 +17,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from pyhotpatch.apiclient import ApiCallError
 from pyhotpatch.cli._access import CatalogAccess, open_access
 from pyhotpatch.cli._app import EXIT_FAILED, err, out
-from pyhotpatch.cli._http import ApiCallError
 from pyhotpatch.errors import HotpatchError, PublishRefused
 
 EXIT_REFUSED = 4

@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from pyhotpatch.apiclient import ApiCallError, ControlPlane
 from pyhotpatch.cli._app import EXIT_FAILED, err, out
-from pyhotpatch.cli._http import ApiCallError, ControlPlane
 from pyhotpatch.errors import HotpatchError
 
 token_app = typer.Typer(

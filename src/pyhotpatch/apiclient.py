@@ -1,8 +1,9 @@
-"""The CLI's HTTP client for a control plane: bearer token, trusted CA, ARM error bodies.
+"""The HTTP client for a control plane: bearer token, trusted CA, ARM error bodies.
 
-Every command that talks to a server goes through ``ControlPlane``, so they all find
-the token and CA bundle the same way (options, then ``HOTPATCH_TOKEN`` and
-``HOTPATCH_CA_BUNDLE``) and report a refusal as the server's code and message.
+Every CLI command and the node agent talk to a server through ``ControlPlane``, so
+they all find the token and CA bundle the same way (arguments, then
+``HOTPATCH_TOKEN`` and ``HOTPATCH_CA_BUNDLE``) and report a refusal as the server's
+code and message.
 """
 
 from __future__ import annotations
@@ -24,11 +25,18 @@ class ApiCallError(HotpatchError):
         self.details = details
         super().__init__(message)
 
+    @property
+    def retryable(self) -> bool:
+        """Whether trying again later may succeed: no answer, throttled or a server fault."""
+        return self.status in {0, 429} or self.status >= 500
+
 
 class ControlPlane:
     """A connection to one control plane as one caller."""
 
-    def __init__(self, server: str, token: str | None, ca: Path | None = None) -> None:
+    def __init__(
+        self, server: str, token: str | None, ca: Path | None = None, timeout: float = 60.0
+    ) -> None:
         import httpx
 
         token = token or os.environ.get("HOTPATCH_TOKEN") or os.environ.get("HOTPATCH_ADMIN_TOKEN")
@@ -44,7 +52,7 @@ class ControlPlane:
             base_url=server.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"},
             verify=ssl.create_default_context(cafile=str(bundle)) if bundle else True,
-            timeout=httpx.Timeout(60.0, connect=10.0),
+            timeout=httpx.Timeout(timeout, connect=10.0),
         )
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
