@@ -5,7 +5,8 @@ runtime in every process of the environment (checked in ``pyhotpatch._autoenable
 which must not import the runtime when it is off). ``PYHOTPATCH_RUN_DIR`` holds one
 control socket per process (default ``$XDG_RUNTIME_DIR/pyhotpatch``, else
 ``/tmp/pyhotpatch-<uid>``). ``PYHOTPATCH_PACKAGE`` names an installed package that
-``enable()`` applies at start-up, so new processes come up patched. Paths are
+``enable()`` applies at start-up, so new processes come up patched; the node agent
+points it at a file that exists only while a hotpatch is installed. Paths are
 plain strings: this module is imported at interpreter start and stays cheap.
 """
 
@@ -27,7 +28,8 @@ def run_dir() -> str:
 
 def installed_package() -> str | None:
     """The package new processes must apply at start-up, if one is installed."""
-    return os.environ.get("PYHOTPATCH_PACKAGE") or None
+    path = os.environ.get("PYHOTPATCH_PACKAGE")
+    return path if path and os.path.exists(path) else None
 
 
 def socket_path(pid: int, directory: str | os.PathLike[str] | None = None) -> str:
