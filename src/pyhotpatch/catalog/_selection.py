@@ -8,12 +8,33 @@ must decide the same way, so the rules live here, once, as a pure function.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 #: Azure's PatchInstallationState values that a selection produces
 SELECTED, EXCLUDED, NOT_SELECTED = "Pending", "Excluded", "NotSelected"
+
+_DURATION_RE = re.compile(
+    r"^P(?!$)(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?"
+    r"(?:T(?=\d)(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """An ISO 8601 duration in weeks, days, hours, minutes and seconds (``PT4H``), else None.
+
+    ``maximumDuration`` is read with it by the server, which refuses a bad one, and by
+    the agent, which must stop starting new work when it runs out.
+    """
+    match = _DURATION_RE.match(text)
+    if match is None:
+        return None
+    parts = {key: float(value) if value else 0.0 for key, value in match.groupdict().items()}
+    return timedelta(
+        weeks=parts["w"], days=parts["d"], hours=parts["h"], minutes=parts["m"], seconds=parts["s"]
+    )
 
 
 def kb_digits(kb: str) -> str:

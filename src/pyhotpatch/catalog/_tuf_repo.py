@@ -46,7 +46,7 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from pyhotpatch.catalog._model import SHA256_RE, Artifact, Release
+from pyhotpatch.catalog._model import SHA256_RE, Artifact, Release, iso
 from pyhotpatch.clock import Clock, system_clock
 from pyhotpatch.errors import CatalogError
 from pyhotpatch.storage._engine import serialized
@@ -124,11 +124,18 @@ def target_path(product: str, kb: str, name: str) -> str:
 
 
 def target_custom(release: Release, artifact: Artifact) -> dict[str, Any]:
-    """The release fields signed with one of its artifacts, in the API's spelling."""
+    """The release fields signed with one of its artifacts, in the API's spelling.
+
+    They are everything an agent needs to assess a machine (title, dates, classifications,
+    baseline), so that an assessment rests on verified metadata alone.
+    """
     return {
         "kbId": release.kb,
         "product": release.product,
         "kind": release.kind.value,
+        "title": release.title,
+        "publishedDate": iso(release.published),
+        "availableDate": iso(release.available or release.published),
         "baseline": release.baseline,
         "sequence": release.sequence,
         "classifications": list(release.classifications),

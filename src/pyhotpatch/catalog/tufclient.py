@@ -58,11 +58,20 @@ class _Fetcher(Urllib3Fetcher):
     """python-tuf's default fetcher, naming the URL in HTTP errors and keeping what it read.
 
     The metadata bytes last downloaded for each role let an expiry error say when
-    the refused metadata expired.
+    the refused metadata expired. ``ca_bundle`` is the CA to trust for HTTPS when the
+    control plane's certificate is not signed by one the system trusts.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, ca_bundle: str | None = None) -> None:
+        super().__init__(app_user_agent="pyhotpatch-agent")
+        if ca_bundle is not None:
+            from tuf.ngclient._internal.proxy import ProxyEnvironment
+
+            # python-tuf builds its urllib3 pools through ProxyEnvironment, which
+            # passes its keyword arguments on to every PoolManager.
+            self._proxy_env = ProxyEnvironment(
+                headers={"User-Agent": "pyhotpatch-agent"}, ca_certs=ca_bundle
+            )
         self.downloaded: dict[str, bytes] = {}
 
     def _fetch(self, url: str) -> Iterator[bytes]:
@@ -93,7 +102,12 @@ class ReleaseFeed:
     """
 
     def __init__(
-        self, base_url: str, state_dir: Path, *, trusted_root: bytes | None = None
+        self,
+        base_url: str,
+        state_dir: Path,
+        *,
+        trusted_root: bytes | None = None,
+        ca_bundle: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.state_dir = Path(state_dir)
@@ -108,7 +122,7 @@ class ReleaseFeed:
                 f"no trusted root: {self._metadata_dir} holds no verified root.json yet; "
                 "pass the root.json the agent ships with as trusted_root"
             )
-        self._fetcher = _Fetcher()
+        self._fetcher = _Fetcher(ca_bundle)
         self._updater: Updater | None = self._new_updater()
         self._refreshed = False
 
