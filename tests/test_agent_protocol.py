@@ -100,7 +100,7 @@ def test_enrolment_needs_a_writer_of_the_machine_s_subscription(world: Arm) -> N
         made = contributor.post("/agent/enroll", json={**body, "machine": vm_id.upper()})
         assert made.status_code == 201, made.text
     answer = made.json()
-    assert answer["machine"] == vm_id  # the canonical id, whatever the spelling asked
+    assert answer["machine"]["id"] == vm_id  # the canonical id, whatever the spelling asked
     assert answer["token"].startswith("hp_") and 54 <= answer["nextHeartbeatSeconds"] <= 66
     with world.http(answer["token"]) as agent:
         who = agent.get("/hotpatch/whoami").json()

@@ -17,8 +17,14 @@ here is keyed by the credential's machine, never by an id from the request alone
 - ``POST /agent/jobs/{id}/result`` is idempotent: a repeated report of a finished item
   answers the stored outcome.
 
-The user-facing ``GET /hotpatch/machines/{vm id}/history`` is here too, beside the agent's
-own ``GET /agent/history``, because both read the same 30-day history.
+- ``GET /agent/machine`` tells the agent what its machine is: image, catalog product,
+  whether it can take hotpatches or must first be upgraded, patch settings, environment.
+  The enrolment's answer carries the same document.
+
+The user-facing routes of a machine's agent-side state are here too, because they read and
+queue the same things: ``GET /hotpatch/machines/{vm id}/history`` (beside the agent's own
+``GET /agent/history``), ``…/hotpatchStatus``, ``POST …/revertHotpatch`` and
+``…/upgradeStack`` (work for the agent that is no ARM operation), and ``GET …/work/{id}``.
 """
 
 from __future__ import annotations
@@ -46,17 +52,28 @@ from pyhotpatch.clock import Clock
 from pyhotpatch.server import _queue
 from pyhotpatch.server._auth import Authenticator, Principal, forbid, require
 from pyhotpatch.server._errors import ApiError
-from pyhotpatch.server.arm._compute import get_vm
+from pyhotpatch.server.arm._compute import (
+    get_vm,
+    hotpatch_status,
+    machine_document,
+    vm_by_id,
+)
 from pyhotpatch.server.arm._context import ArmContext
-from pyhotpatch.server.arm._conventions import page, subscription_id
+from pyhotpatch.server.arm._conventions import absolute, page, subscription_id
 from pyhotpatch.server.arm._groups import require_group
 from pyhotpatch.server.arm._operations import (
     FAILED,
+    REVERT,
     SUCCEEDED,
+    UPGRADE,
     complete,
     expire,
     json_body,
+    needs_settling,
     operations_router,
+    queue_work,
+    revert_parameters,
+    upgrade_payload,
 )
 from pyhotpatch.server.arm._subscriptions import require_subscription
 from pyhotpatch.storage._tables import machines, patch_history, work_items
@@ -247,6 +264,14 @@ def parse_machine(value: str) -> tuple[str, str, str]:
     return subscription_id(match["sub"]), match["group"], match["name"]
 
 
+def machine_in_path(value: str) -> tuple[str, str, str]:
+    """The VM id a ``/hotpatch/machines/{vm id}/…`` path carries, as (subscription, group, name).
+
+    The id may come with or without its leading slash; 400 if it is not a VM's id.
+    """
+    return parse_machine(value if value.startswith("/") else "/" + value)
+
+
 def agent_machine(principal: Principal) -> str:
     """The machine an Agent credential stands for; 403 for any other caller."""
     if principal.role != "Agent" or not principal.machine:
@@ -367,7 +392,8 @@ def agent_router(
     ) -> Any:
         """Enrol a machine's agent; a new Agent credential, shown only in this answer.
 
-        Any earlier credential of the machine is revoked: one machine, one agent.
+        Any earlier credential of the machine is revoked: one machine, one agent. The answer's
+        ``machine`` is what ``GET /agent/machine`` answers.
         """
         body = _object(body)
         sub, group, name = parse_machine(body.get("machine"))
@@ -406,13 +432,14 @@ def agent_router(
                 )
             else:
                 conn.execute(update(machines).where(machines.c.resource_id == key).values(values))
+            document = machine_document(conn, vm)
         tokens = request.app.state.tokens
         tokens.revoke_machine(key)
         agent, secret = tokens.create(
             f"agent {vm.get('name', name)}", "Agent", subscription=sub, machine=key
         )
         return {
-            "machine": vm_id,
+            "machine": document,
             "token": secret,
             "tokenId": agent.id,
             "nextHeartbeatSeconds": backoff.next(),
@@ -445,16 +472,21 @@ def agent_router(
 
     @router.get("/agent/jobs", response_model=None)
     async def work(
+        request: Request,
         wait: float = Query(0.0, ge=0.0, le=MAX_WAIT, description="Seconds to wait for work."),
         principal: Principal = Depends(auth),
     ) -> Response:
         """Lease the machine's queued work: 200 with ``items``.
 
-        Waits up to ``wait`` seconds for work to arrive; 204 if none did.
+        Waits up to ``wait`` seconds for work to arrive; 204 if none did. A poll whose
+        agent has gone away (killed while waiting) leases nothing, so the work waits
+        for the agent's next poll rather than for a lease to lapse.
         """
         machine = agent_machine(principal)
         deadline = time.monotonic() + wait
         while True:
+            if await request.is_disconnected():
+                return Response(status_code=204)
             items = await run_in_threadpool(take, machine)
             if items:
                 return JSONResponse({"items": [item.to_json() for item in items]})
@@ -516,6 +548,110 @@ def agent_router(
             found = _history(conn, machine, ctx.clock() - timedelta(days=days))
         return page(request, found)
 
+    @router.get("/agent/machine")
+    def own_machine(principal: Principal = Depends(auth)) -> Any:
+        """What the agent needs to know about its machine: image, product, patch settings."""
+        machine = agent_machine(principal)
+        with ctx.engine.connect() as conn:
+            model = vm_by_id(conn, machine)
+            if model is None:
+                raise ApiError(
+                    404, "ResourceNotFound", "The machine of this credential no longer exists."
+                )
+            return machine_document(conn, model)
+
+    def queue(
+        request: Request,
+        machine: str,
+        principal: Principal,
+        kind: str,
+        payload_of: Callable[[Connection, dict[str, Any]], dict[str, Any]],
+    ) -> JSONResponse:
+        """Queue agent-side work of ``kind`` for a user: 202 with the work item's id."""
+        sub, group, name = machine_in_path(machine)
+        require(principal, "write", sub, f"Microsoft.Compute/virtualMachines/{kind}/action")
+        now = ctx.clock()
+        with ctx.engine.begin() as conn:
+            require_subscription(conn, sub)
+            require_group(conn, sub, group)
+            vm = get_vm(conn, sub, group, name)
+            vm_id = str(vm["id"])
+            payload = payload_of(conn, vm)
+            item = queue_work(
+                conn, vm=vm, machine=vm_id.lower(), kind=kind, payload=payload, now=now
+            )
+        notifier.notify(vm_id.lower())
+        return JSONResponse(
+            {"workItem": item, "kind": kind, "machine": vm_id},
+            status_code=202,
+            headers={"Location": absolute(request, f"/hotpatch/machines{vm_id}/work/{item}")},
+        )
+
+    @router.post("/hotpatch/machines/{machine:path}/revertHotpatch", status_code=202)
+    def revert_hotpatch(
+        request: Request,
+        machine: str,
+        body: Any = Depends(json_body),
+        principal: Principal = Depends(auth),
+    ) -> Any:
+        """Have the machine's agent revert its active hotpatch (``kbId``: only if it is that one).
+
+        202 with the work item; 409 if the agent is not running or is busy with such work.
+        """
+        payload = revert_parameters(body)
+        return queue(request, machine, principal, REVERT, lambda _conn, _vm: payload)
+
+    @router.post("/hotpatch/machines/{machine:path}/upgradeStack", status_code=202)
+    def upgrade_stack(request: Request, machine: str, principal: Principal = Depends(auth)) -> Any:
+        """Have the machine's agent move it to its product's hotpatch-capable successor.
+
+        202 with the work item; when it succeeds the VM's image is the new product's, and
+        hotpatching can be enabled. 409 if there is nothing to upgrade to or no running agent.
+        """
+        return queue(
+            request,
+            machine,
+            principal,
+            UPGRADE,
+            lambda conn, vm: upgrade_payload(machine_document(conn, vm)),
+        )
+
+    @router.get("/hotpatch/machines/{machine:path}/work/{item_id}")
+    def machine_work(
+        machine: str,
+        item_id: int = Path(ge=1, le=2**62),
+        principal: Principal = Depends(auth),
+    ) -> Any:
+        """One work item of the machine's agent: what it was asked, its state and result."""
+        sub, group, name = machine_in_path(machine)
+        require(principal, "read", sub, "Microsoft.Compute/virtualMachines/read")
+        now = ctx.clock()
+        with ctx.engine.connect() as conn:
+            require_subscription(conn, sub)
+            require_group(conn, sub, group)
+            key = str(get_vm(conn, sub, group, name)["id"]).lower()
+            item = _queue.get(conn, item_id, key)
+            settle = item is not None and not item.finished and needs_settling(conn, key, now)
+        if settle:
+            with ctx.engine.begin() as conn:
+                expire(conn, key, now)
+                item = _queue.get(conn, item_id, key)
+        if item is None:
+            raise ApiError(
+                404, "WorkItemNotFound", f"There is no work item {item_id} for this machine."
+            )
+        return item.describe()
+
+    @router.get("/hotpatch/machines/{machine:path}/hotpatchStatus")
+    def machine_hotpatch_status(machine: str, principal: Principal = Depends(auth)) -> Any:
+        """The machine's hotpatch state: running, health, baseline, active hotpatch, transition."""
+        sub, group, name = machine_in_path(machine)
+        require(principal, "read", sub, "Microsoft.Compute/virtualMachines/read")
+        with ctx.engine.connect() as conn:
+            require_subscription(conn, sub)
+            require_group(conn, sub, group)
+            return hotpatch_status(conn, ctx, get_vm(conn, sub, group, name))
+
     @router.get("/hotpatch/machines/{machine:path}/history")
     def machine_history(
         request: Request,
@@ -524,14 +660,13 @@ def agent_router(
         principal: Principal = Depends(auth),
     ) -> Any:
         """A virtual machine's assessments and installations of the last ``days`` days."""
-        text = machine if machine.startswith("/") else "/" + machine
-        sub, group, name = parse_machine(text)
+        sub, group, name = machine_in_path(machine)
         require(principal, "read", sub, "Microsoft.Compute/virtualMachines/read")
         with ctx.engine.connect() as conn:
             require_subscription(conn, sub)
             require_group(conn, sub, group)
             vm = get_vm(conn, sub, group, name)
-            key = str(vm.get("id") or text).lower()
+            key = str(vm["id"]).lower()
             found = _history(conn, key, ctx.clock() - timedelta(days=days))
         return page(request, found)
 

@@ -57,6 +57,7 @@ class WorkItem:
     attempts: int
     created: datetime
     result: dict[str, Any] | None
+    updated: datetime
 
     @property
     def deadline(self) -> datetime | None:
@@ -79,6 +80,18 @@ class WorkItem:
             "leaseUntil": self.lease_until.isoformat() if self.lease_until else None,
         }
 
+    def describe(self) -> dict[str, Any]:
+        """The user-facing representation: what was asked, where it stands, how it ended."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "state": self.state,
+            "payload": self.payload,
+            "result": self.result,
+            "created": self.created.isoformat(),
+            "updated": self.updated.isoformat(),
+        }
+
 
 def _item(row: Any) -> WorkItem:
     return WorkItem(
@@ -92,6 +105,7 @@ def _item(row: Any) -> WorkItem:
         attempts=row.attempts,
         created=row.created,
         result=row.result,
+        updated=row.updated,
     )
 
 

@@ -15,7 +15,9 @@ Invariants:
   azure-core's poller takes as finished;
 - writes of one subscription's Compute resources take one lock, so two requests can
   neither create the same resource twice nor fill an availability set being deleted;
-- deleting a machine revokes its agent's credentials before the resource goes.
+- deleting a machine revokes its agent's credentials before the resource goes;
+- a machine's image changes only through a finished stack upgrade (``set_image``), under the
+  same lock as the subscription's other Compute writes.
 """
 
 from __future__ import annotations
@@ -48,12 +50,18 @@ from pyhotpatch.server.arm._patchstatus import patch_status
 from pyhotpatch.server.arm._registrations import PREVIEW_FEATURES, feature_state, require_provider
 from pyhotpatch.server.arm._subscriptions import require_subscription
 from pyhotpatch.server.arm._vm_model import (
+    RUNNING_WINDOW,
     Place,
     Platform,
     availability_set_view,
+    environment,
     instance_view,
+    model_image,
     normalise_availability_set,
     normalise_vm,
+    os_type,
+    patch_settings,
+    reported_image,
     request_object,
 )
 from pyhotpatch.storage import serialized
@@ -106,6 +114,14 @@ def get_vm(conn: Connection, subscription: str, group: str, name: str) -> dict[s
         raise vm_not_found(group, name)
     body: dict[str, Any] = dict(row.body)
     return body
+
+
+def vm_by_id(conn: Connection, vm_id: str) -> dict[str, Any] | None:
+    """The stored model of the virtual machine with resource id ``vm_id`` (any case), if any."""
+    row = conn.execute(
+        select(resources.c.body).where(resources.c.id == vm_id.lower(), resources.c.type == VM_TYPE)
+    ).first()
+    return dict(row.body) if row is not None else None
 
 
 def vm_location(conn: Connection, vm_id: str) -> str | None:
@@ -231,6 +247,13 @@ class CatalogView:
                 return product
         return None
 
+    def product_named(self, name: str) -> Product | None:
+        """The product called ``name``, if the catalog has it."""
+        for product in self.products:
+            if product.name == name:
+                return product
+        return None
+
     def os_name(self, model: dict[str, Any]) -> str | None:
         """The title of the product a VM model's image runs, if known."""
         image = ((model["properties"].get("storageProfile") or {}).get("imageReference")) or {}
@@ -259,6 +282,130 @@ def instance_view_of(conn: Connection, ctx: ArmContext, model: dict[str, Any]) -
         reported=reported,
         os_name=CatalogView.within(conn).os_name(model),
     )
+
+
+def _agent_row(conn: Connection, vm_id: str) -> Any:
+    return conn.execute(
+        select(
+            machines.c.last_seen, machines.c.health, machines.c.reported, machines.c.agent_version
+        ).where(machines.c.resource_id == vm_id.lower())
+    ).first()
+
+
+def _reported(row: Any) -> dict[str, Any]:
+    return row.reported if row is not None and isinstance(row.reported, dict) else {}
+
+
+def _text(value: Any, limit: int = 200) -> str | None:
+    return value if isinstance(value, str) and 0 < len(value) <= limit else None
+
+
+def machine_document(conn: Connection, model: dict[str, Any]) -> dict[str, Any]:
+    """What a machine's agent needs to know about its machine (``GET /agent/machine``).
+
+    The image is the one the agent last reported, when it reported one, else the model's;
+    its catalog product says whether the machine can take hotpatches or must first be
+    upgraded (``upgradeTo``, ``upgradeImage``). Read on ``conn``, so it may be called inside
+    a transaction.
+    """
+    image = reported_image(_reported(_agent_row(conn, model["id"]))) or model_image(model)
+    catalog = CatalogView.within(conn)
+    product = catalog.product_for_image(**image) if image is not None else None
+    upgrade = catalog.product_named(product.upgrade_to) if product and product.upgrade_to else None
+    settings = patch_settings(model)
+    return {
+        "id": model["id"],
+        "name": model["name"],
+        "location": model["location"],
+        "zones": list(model.get("zones") or []),
+        "osType": os_type(model),
+        "image": image,
+        "product": product.name if product is not None else None,
+        "hotpatchCapable": bool(product is not None and product.hotpatch),
+        "upgradeTo": product.upgrade_to if product is not None else None,
+        "upgradeImage": upgrade.images[0].to_json() if upgrade and upgrade.images else None,
+        "patchMode": settings.get("patchMode"),
+        "enableHotpatching": settings.get("enableHotpatching") is True,
+        "environment": environment(model),
+    }
+
+
+def hotpatch_status(conn: Connection, ctx: ArmContext, model: dict[str, Any]) -> dict[str, Any]:
+    """A machine's hotpatch state as its agent last reported it, for the CLI and the portal.
+
+    Where the agent reported nothing (or something malformed) the model and the catalog
+    answer: the image, its product, and whether hotpatching is enabled.
+    """
+    row = _agent_row(conn, model["id"])
+    reported = _reported(row)
+    image = reported_image(reported) or model_image(model)
+    product = _text(reported.get("product"))
+    if product is None and image is not None:
+        found = CatalogView.within(conn).product_for_image(**image)
+        product = found.name if found is not None else None
+    last_seen: datetime | None = row.last_seen if row is not None else None
+    enabled = reported.get("hotpatchEnabled")
+    if not isinstance(enabled, bool):
+        enabled = patch_settings(model).get("enableHotpatching") is True
+    transition = reported.get("transition")
+    workers = reported.get("workers")
+    return {
+        "machine": model["id"],
+        "enrolled": row is not None,
+        "running": last_seen is not None and ctx.clock() - last_seen <= RUNNING_WINDOW,
+        "lastSeen": last_seen.isoformat() if last_seen is not None else None,
+        "health": row.health if row is not None else None,
+        "image": image,
+        "product": product,
+        "baseline": _text(reported.get("baseline")),
+        "activeHotpatch": _text(reported.get("activeHotpatch")),
+        "transition": transition if isinstance(transition, (dict, list)) else None,
+        "hotpatchEnabled": enabled,
+        "agentVersion": (row.agent_version if row is not None else None)
+        or _text(reported.get("agentVersion"), 64),
+        "workers": workers if isinstance(workers, (dict, list)) else None,
+    }
+
+
+def set_image(
+    conn: Connection,
+    vm_id: str,
+    image: dict[str, str],
+    now: datetime,
+    *,
+    baseline: str | None = None,
+) -> bool:
+    """Point the machine's ``imageReference`` at ``image`` after its stack was upgraded.
+
+    ``publisher``, ``offer`` and ``sku`` change; ``version`` stays. A ``latest`` image's
+    ``exactVersion`` becomes ``baseline`` (the new stack's baseline, when the agent named it)
+    or goes. Clients cannot change an image (a PUT's change is 409), so this is the only way
+    it changes. False if the machine no longer exists.
+    """
+    key = vm_id.lower()
+    serialized(conn, _lock(key.split("/")[2]))
+    row = _row(conn, key, VM_TYPE)
+    if row is None:
+        return False
+    model = dict(row.body)
+    properties = dict(model["properties"])
+    storage = dict(properties.get("storageProfile") or {})
+    # named by publisher, offer and sku from now on, not by a gallery image id
+    reference = {k: v for k, v in (storage.get("imageReference") or {}).items() if k != "id"}
+    reference.update({field: image[field] for field in ("publisher", "offer", "sku")})
+    version = str(reference.get("version") or "latest")
+    reference["version"] = version
+    if version.lower() == "latest":
+        reference.pop("exactVersion", None)
+        if baseline:
+            reference["exactVersion"] = baseline
+    storage["imageReference"] = reference
+    properties["storageProfile"] = storage
+    model, etag = _with_etag({**model, "properties": properties})
+    conn.execute(
+        update(resources).where(resources.c.id == key).values(body=model, etag=etag, updated=now)
+    )
+    return True
 
 
 def _expand(value: str | None) -> bool:

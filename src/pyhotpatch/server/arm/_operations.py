@@ -25,6 +25,12 @@ Where Azure leaves room, this control plane decides so:
 - An operation succeeds whenever the agent produced a result, even one whose own ``status``
   is ``Failed``: patch-level failures are part of the result, as in Azure. It fails when no
   result came, or when the agent reported it could not run at all.
+
+Agents also do work that is no ARM operation (``queue_work``): revert the active hotpatch
+(``revertHotpatch``) and move the machine to a hotpatch-capable stack (``upgradeStack``).
+They need a live agent too, one such item at a time per machine, and they have deadlines.
+A succeeded upgrade changes the VM's ``imageReference`` in the transaction that records
+its result (``_apply_outcome``), so that hotpatching can then be enabled on the machine.
 """
 
 from __future__ import annotations
@@ -38,17 +44,24 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Connection, delete, insert, select, update
 
+from pyhotpatch.catalog._selection import parse_duration
 from pyhotpatch.package import CLASSIFICATIONS
 from pyhotpatch.server import _queue
 from pyhotpatch.server._auth import Authenticator, Principal, require
 from pyhotpatch.server._errors import ApiError
-from pyhotpatch.server.arm._compute import get_vm, instance_view_of, resource_key
+from pyhotpatch.server.arm._compute import (
+    CatalogView,
+    get_vm,
+    instance_view_of,
+    resource_key,
+    set_image,
+)
 from pyhotpatch.server.arm._context import ArmContext
 from pyhotpatch.server.arm._conventions import absolute, api_version, subscription_id
 from pyhotpatch.server.arm._groups import require_group
 from pyhotpatch.server.arm._registrations import require_provider
 from pyhotpatch.server.arm._subscriptions import require_subscription
-from pyhotpatch.server.arm._vm_model import RUNNING_WINDOW
+from pyhotpatch.server.arm._vm_model import RUNNING_WINDOW, os_type
 from pyhotpatch.storage._tables import machines, operations, patch_history
 
 #: an agent not seen for this long is taken for stopped
@@ -64,7 +77,17 @@ HISTORY_KEPT = timedelta(days=90)
 #: the largest request body these routes read
 MAX_BODY = 1 << 20
 
+#: how long a hotpatch revert may take from the request to the agent's report
+REVERT_TIMEOUT = timedelta(minutes=30)
+#: how long a stack upgrade may take (a new environment is installed, then the service restarts)
+UPGRADE_TIMEOUT = timedelta(hours=4)
+
 ASSESS, INSTALL = "assessPatches", "installPatches"
+REVERT, UPGRADE = "revertHotpatch", "upgradeStack"
+#: work an agent does outside any ARM operation; one such item at a time per machine
+AGENT_WORK = (REVERT, UPGRADE)
+#: what a revert goes back to
+REVERT_TARGETS = ("previous", "baseline")
 IN_PROGRESS, SUCCEEDED, FAILED = "InProgress", "Succeeded", "Failed"
 HISTORY_KIND = {ASSESS: "assessment", INSTALL: "installation"}
 
@@ -87,10 +110,6 @@ _COUNT_OF_STATE = {
 }
 
 _KB_RE = re.compile(r"^KB[0-9]{4,10}$", re.IGNORECASE)
-_DURATION_RE = re.compile(
-    r"^P(?!$)(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?"
-    r"(?:T(?=\d)(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
-)
 _VM_PATH = (
     "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.compute"
     "/virtualmachines/{name}"
@@ -121,17 +140,6 @@ def _invalid(message: str, target: str) -> ApiError:
 
 def _missing(name: str, target: str) -> ApiError:
     return _invalid(f"Required parameter '{name}' is missing (null).", target)
-
-
-def parse_duration(text: str) -> timedelta | None:
-    """An ISO 8601 duration in weeks, days, hours, minutes and seconds (``PT4H``), else None."""
-    match = _DURATION_RE.match(text)
-    if match is None:
-        return None
-    parts = {key: float(value) if value else 0.0 for key, value in match.groupdict().items()}
-    return timedelta(
-        weeks=parts["w"], days=parts["d"], hours=parts["h"], minutes=parts["m"], seconds=parts["s"]
-    )
 
 
 def _enum(value: Any, allowed: tuple[str, ...], name: str, target: str) -> str:
@@ -271,18 +279,68 @@ def _linux_parameters(raw: Any) -> dict[str, Any]:
     return found
 
 
+def revert_parameters(body: Any) -> dict[str, Any]:
+    """The payload of a ``revertHotpatch``, from its optional body ``{"kbId", "to"}``.
+
+    ``kbId`` names the hotpatch the caller expects to be active (the agent refuses to revert
+    another one); ``to`` is ``previous`` (the hotpatch active before, where the agent keeps
+    it, else the baseline: the default) or ``baseline``. 400 ``InvalidParameter`` otherwise.
+    """
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise ApiError(400, "InvalidRequestContent", "The request body must be a JSON object.")
+    unknown = sorted(set(body) - {"kbId", "to"})
+    if unknown:
+        raise _invalid(
+            f"Unknown parameter '{unknown[0]}': a revert takes only 'kbId' and 'to'.", unknown[0]
+        )
+    payload: dict[str, Any] = {}
+    kb = body.get("kbId")
+    if kb is not None:
+        if not isinstance(kb, str) or not _KB_RE.match(kb.strip()):
+            raise _invalid(
+                f"The value '{kb}' of parameter 'kbId' is not valid. It must be a KBID such as "
+                "KB4512508.",
+                "kbId",
+            )
+        payload["kbId"] = kb.strip().upper()
+    if body.get("to") is not None:
+        payload["to"] = _enum(body["to"], REVERT_TARGETS, "to", "to")
+    return payload
+
+
+def upgrade_payload(document: dict[str, Any]) -> dict[str, Any]:
+    """The payload of an ``upgradeStack`` for a machine (its ``machine_document``).
+
+    409 ``OperationNotAllowed`` when there is nothing to upgrade to: the machine's product is
+    unknown, already hotpatch-capable, or names no (known) product to upgrade to.
+    """
+    name, product = document["name"], document["product"]
+    why = None
+    if product is None:
+        image = document["image"]
+        named = "{publisher}:{offer}:{sku}".format(**image) if image else "(none)"
+        why = f"its image '{named}' is not a product of the catalog"
+    elif document["hotpatchCapable"]:
+        why = f"its product '{product}' is already hotpatch-capable"
+    elif document["upgradeTo"] is None:
+        why = f"its product '{product}' names no hotpatch-capable product to upgrade to"
+    elif document["upgradeImage"] is None:
+        why = (
+            f"'{document['upgradeTo']}', the product '{product}' upgrades to, "
+            "is not in the catalog or has no image"
+        )
+    if why is not None:
+        raise ApiError(
+            409,
+            "OperationNotAllowed",
+            f"Operation '{UPGRADE}' is not allowed on VM '{name}' since {why}.",
+        )
+    return {"product": document["upgradeTo"], "image": document["upgradeImage"], "from": product}
+
+
 # --- machines and their agents ----------------------------------------------------------------
-
-
-def os_type(vm: dict[str, Any]) -> str:
-    """``Windows`` or ``Linux``: what the VM's model says (its OS disk, else its OS profile)."""
-    properties = vm.get("properties") or {}
-    disk = ((properties.get("storageProfile") or {}).get("osDisk")) or {}
-    declared = disk.get("osType")
-    if isinstance(declared, str) and declared.lower() in ("windows", "linux"):
-        return "Linux" if declared.lower() == "linux" else "Windows"
-    profile = properties.get("osProfile") or {}
-    return "Linux" if profile.get("linuxConfiguration") else "Windows"
 
 
 def _name_of(machine: str) -> str:
@@ -717,6 +775,9 @@ def complete(
         result = output
     if status == SUCCEEDED and result is None:
         raise _bad_output("A succeeded result needs its 'output'.", "output")
+    if status == SUCCEEDED and item.kind == UPGRADE:
+        assert result is not None
+        result = _upgrade_output(conn, item, result)
     failure = None
     if status == FAILED:
         failure = (
@@ -740,7 +801,54 @@ def complete(
             assert failure is not None
             result = failure_result(item.kind, failure, started=started)
         record(conn, item.machine, item.kind, item.operation, started, result, now)
+    if status == SUCCEEDED:
+        assert result is not None
+        _apply_outcome(conn, item, result, now)
     return outcome
+
+
+def _upgrade_output(
+    conn: Connection, item: _queue.WorkItem, output: dict[str, Any]
+) -> dict[str, Any]:
+    """A succeeded upgrade's output, its ``image`` in the catalog's spelling; 400 if malformed.
+
+    The image must be one of the product the upgrade was queued for: an agent cannot move
+    its machine's model to any other image.
+    """
+    image = output.get("image")
+    fields = ("publisher", "offer", "sku")
+    if not isinstance(image, dict) or not all(isinstance(image.get(k), str) for k in fields):
+        raise _bad_output(
+            "A succeeded upgradeStack needs 'image', the publisher, offer and sku it moved to.",
+            "output.image",
+        )
+    wanted = str(item.payload.get("product") or "")
+    product = CatalogView.within(conn).product_named(wanted)
+    candidates = product.images if product is not None else ()
+    match = next((c for c in candidates if c.matches(*(image[k] for k in fields))), None)
+    if match is None:
+        raise _bad_output(
+            "The image {publisher}:{offer}:{sku} is not an image of ".format(**image)
+            + f"'{wanted}', the product this upgrade was queued for.",
+            "output.image",
+        )
+    baseline = output.get("baseline")
+    if baseline is not None and (not isinstance(baseline, str) or not _KB_RE.match(baseline)):
+        raise _bad_output(
+            "'baseline' must be the KB id of the new stack's baseline.", "output.baseline"
+        )
+    found = {**output, "image": match.to_json()}
+    if baseline is not None:
+        found["baseline"] = baseline.upper()
+    return found
+
+
+def _apply_outcome(
+    conn: Connection, item: _queue.WorkItem, result: dict[str, Any], now: datetime
+) -> None:
+    """What a succeeded item changes besides its operation: an upgrade changes the VM's image."""
+    if item.kind == UPGRADE:
+        set_image(conn, item.machine, result["image"], now, baseline=result.get("baseline"))
 
 
 def status_body(row: Any) -> dict[str, Any]:
@@ -815,6 +923,41 @@ def start(
         payload["maximumDuration"] = parameters.get("maximumDuration", "PT4H")
     _queue.enqueue(conn, machine, kind, payload, now, operation=operation)
     return operation, location
+
+
+def queue_work(
+    conn: Connection,
+    *,
+    vm: dict[str, Any],
+    machine: str,
+    kind: str,
+    payload: dict[str, Any],
+    now: datetime,
+) -> int:
+    """Queue agent-side work of ``kind`` (``AGENT_WORK``) for ``machine``; the item's id.
+
+    Refuses with 409 ``OperationNotAllowed`` when the agent is not alive or the machine's
+    agent has another such item queued or running.
+    """
+    if kind not in AGENT_WORK:
+        raise ValueError(f"{kind!r} is not agent-side work")
+    name = str(vm.get("name") or _name_of(machine))
+    # the machine's row is the lock that keeps two requests from queueing work side by side
+    conn.execute(
+        select(machines.c.resource_id).where(machines.c.resource_id == machine).with_for_update()
+    )
+    require_agent(conn, machine, name, kind, now)
+    expire(conn, machine, now)
+    for item in _queue.active(conn, machine):
+        if item.kind in AGENT_WORK:
+            raise ApiError(
+                409,
+                "OperationNotAllowed",
+                f"Operation '{kind}' is not allowed on VM '{name}' since its agent has not yet "
+                f"finished '{item.kind}' (work item {item.id}).",
+            )
+    timeout = REVERT_TIMEOUT if kind == REVERT else UPGRADE_TIMEOUT
+    return _queue.enqueue(conn, machine, kind, {**payload, "deadline": _iso(now + timeout)}, now)
 
 
 # --- routes -----------------------------------------------------------------------------------

@@ -984,3 +984,50 @@ def instance_view(
         },
     ]
     return view
+
+
+# --- facts about a machine, for its agent and for operators -------------------------------------
+
+#: the longest publisher, offer or sku accepted from an agent's report
+_IMAGE_FIELD_LIMIT = 600
+
+
+def os_type(vm: dict[str, Any]) -> str:
+    """``Windows`` or ``Linux``: what the VM's model says (its OS disk, else its OS profile)."""
+    properties = vm.get("properties") or {}
+    disk = ((properties.get("storageProfile") or {}).get("osDisk")) or {}
+    declared = disk.get("osType")
+    if isinstance(declared, str) and declared.lower() in ("windows", "linux"):
+        return "Linux" if declared.lower() == "linux" else "Windows"
+    profile = properties.get("osProfile") or {}
+    return "Linux" if profile.get("linuxConfiguration") else "Windows"
+
+
+def patch_settings(model: dict[str, Any]) -> dict[str, Any]:
+    """The machine's ``patchSettings`` (Windows or Linux); empty when its model has none."""
+    profile = (model.get("properties") or {}).get("osProfile") or {}
+    for key in ("windowsConfiguration", "linuxConfiguration"):
+        settings = (profile.get(key) or {}).get("patchSettings")
+        if isinstance(settings, dict):
+            return settings
+    return {}
+
+
+def _image_fields(value: Any) -> dict[str, str] | None:
+    if not isinstance(value, dict):
+        return None
+    fields = {key: value.get(key) for key in ("publisher", "offer", "sku")}
+    if all(isinstance(v, str) and 0 < len(v) <= _IMAGE_FIELD_LIMIT for v in fields.values()):
+        return {key: str(v) for key, v in fields.items()}
+    return None
+
+
+def model_image(model: dict[str, Any]) -> dict[str, str] | None:
+    """The publisher, offer and sku of the image the machine's model names, if it names one."""
+    storage = (model.get("properties") or {}).get("storageProfile") or {}
+    return _image_fields(storage.get("imageReference"))
+
+
+def reported_image(reported: dict[str, Any] | None) -> dict[str, str] | None:
+    """The image an agent reported its machine runs (``reported.image``), if well formed."""
+    return _image_fields((reported or {}).get("image"))
