@@ -51,29 +51,11 @@ def make_release(root: Path, name: str, version: str, files: dict[str, str]) -> 
 
 def make_wheel(root: Path, name: str, version: str, files: dict[str, str]) -> Path:
     """Write a pure-Python wheel of ``files`` (paths inside site-packages), pip-installable."""
-    import base64
-    import hashlib
-    import zipfile
+    from pyhotpatch.demo.stack import write_wheel
 
-    root.mkdir(parents=True, exist_ok=True)
-    dist = name.replace("-", "_")
-    info = f"{dist}-{version}.dist-info"
-    members = {rel: textwrap.dedent(text) for rel, text in files.items()}
-    members[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-    members[f"{info}/WHEEL"] = (
-        "Wheel-Version: 1.0\nGenerator: pyhotpatch-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    return write_wheel(
+        root, name, version, {rel: textwrap.dedent(text) for rel, text in files.items()}
     )
-    record = []
-    for rel, text in members.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
-        record.append(f"{rel},sha256={digest.decode()},{len(text.encode())}")
-    record.append(f"{info}/RECORD,,")
-    members[f"{info}/RECORD"] = "\n".join(record) + "\n"
-    path = root / f"{dist}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as archive:
-        for rel, text in members.items():
-            archive.writestr(zipfile.ZipInfo(rel, (2024, 1, 1, 0, 0, 0)), text)
-    return path
 
 
 def run_python(
