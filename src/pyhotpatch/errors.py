@@ -87,3 +87,7 @@ class WrongBaseline(DistributionError):
 
 class NotFound(CatalogError):
     """A product, release or artifact named in a request does not exist."""
+
+
+class AgentError(HotpatchError):
+    """The node agent cannot do what was asked: bad configuration, state or service command."""

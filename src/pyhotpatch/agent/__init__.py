@@ -1,0 +1,1 @@
+"""The node agent: enrols a machine, supervises its service, assesses and installs releases."""
