@@ -1,0 +1,325 @@
+"""The node agent end to end: real agents, real services under load, a real control plane.
+
+Every test enrols its own machine (``hotpatch agent connect``), runs ``hotpatch agent
+run`` as a subprocess that provisions the demo stack's baseline and runs its web
+service, and drives it through the Azure SDK and the control plane's API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_world import (
+    BASELINE_1,
+    HOTPATCH_1,
+    AgentProcess,
+    Load,
+    World,
+    assess,
+    get,
+    install,
+    wait_for,
+    world,
+)
+
+pytestmark = pytest.mark.slow
+
+TRAVERSAL = "/files?name=../secrets/token"
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with world(tmp_path_factory.mktemp("fleet")) as found:
+        yield found
+
+
+@pytest.fixture
+def machines() -> Iterator[list[AgentProcess]]:
+    started: list[AgentProcess] = []
+    yield started
+    for agent in started:
+        agent.stop()
+
+
+def enrolled(
+    fleet: World, root: Path, name: str, machines: list[AgentProcess], **options: Any
+) -> AgentProcess:
+    agent = fleet.agent(root, name, **options)
+    machines.append(agent)
+    agent.connect()
+    return agent.start().serving()
+
+
+def hotpatch_status(fleet: World, agent: AgentProcess) -> dict[str, Any]:
+    with fleet.arm.http() as client:
+        reply = client.get(f"/hotpatch/machines{agent.vm_id}/hotpatchStatus")
+    assert reply.status_code == 200, reply.text
+    found: dict[str, Any] = reply.json()
+    return found
+
+
+def queue(
+    fleet: World, agent: AgentProcess, action: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Queue agent-side work (``revertHotpatch``, ``upgradeStack``) and wait for its result."""
+    with fleet.arm.http() as client:
+        reply = client.post(f"/hotpatch/machines{agent.vm_id}/{action}", json=body or {})
+        assert reply.status_code == 202, reply.text
+        item = reply.json()["workItem"]
+
+        def finished() -> dict[str, Any] | None:
+            found: dict[str, Any] = client.get(
+                f"/hotpatch/machines{agent.vm_id}/work/{item}"
+            ).json()
+            return found if found["state"] in ("done", "failed") else None
+
+        return dict(wait_for(f"{action} work item {item}", finished, 120))
+
+
+# --- enrolment ------------------------------------------------------------------------------
+
+
+def test_connect_creates_the_machine_and_the_agent_provisions_its_stack(
+    fleet: World, tmp_path: Path, machines: list[AgentProcess]
+) -> None:
+    agent = enrolled(fleet, tmp_path, "vm-connect", machines)
+    credential = agent.state_dir / "credential"
+    assert stat.S_IMODE(credential.stat().st_mode) == 0o600
+    assert stat.S_IMODE(agent.state_dir.stat().st_mode) == 0o700
+    config = json.loads((agent.state_dir / "agent.json").read_text())
+    assert config["machine"].lower() == agent.vm_id.lower()
+    assert credential.read_text().strip() not in json.dumps(config)
+
+    state = agent.state()
+    assert state["baseline"] == BASELINE_1 and state["product"] == "pyhotpatch-demo"
+    assert get(agent.port, "/version")[1]["version"] == "1.0.0"
+    # what the machine runs is reported by its agent
+    status = wait_for(
+        "the agent's report", lambda: (s := hotpatch_status(fleet, agent))["baseline"] and s
+    )
+    assert status["running"] is True
+    assert status["baseline"] == BASELINE_1 and status["activeHotpatch"] is None
+    assert status["health"]["status"] == "Healthy"
+
+
+def test_a_second_connect_of_the_same_machine_enrols_without_creating(
+    fleet: World, tmp_path: Path
+) -> None:
+    first = fleet.agent(tmp_path, "vm-twice")
+    first.connect()
+    again = AgentProcess(fleet, tmp_path / "again", "vm-twice")
+    assert "created" not in again.connect().stdout
+
+
+# --- hotpatches -----------------------------------------------------------------------------
+
+
+def test_a_hotpatch_reaches_every_worker_without_a_restart_or_a_failed_request(
+    fleet: World, tmp_path: Path, machines: list[AgentProcess]
+) -> None:
+    agent = enrolled(fleet, tmp_path, "vm-hotpatch", machines, workers=4)
+    assert get(agent.port, TRAVERSAL)[0] == 200  # the vulnerable baseline
+    found = assess(fleet, agent.name)
+    assert "availablePatches" in found, found
+    offered = {p["kbId"]: p for p in found["availablePatches"]}
+    assert offered[HOTPATCH_1[2:]]["rebootBehavior"] == "NeverReboots"
+    assert found["criticalAndSecurityPatchCount"] == 1
+
+    before = set(agent.pids())
+    with Load(agent.port) as load:
+        result = install(fleet, agent.name)
+    assert load.failed == [] and load.ok > 0
+    assert result["status"] == "Succeeded", result
+    assert result["rebootStatus"] == "NotNeeded"
+    assert [(p["kbId"], p["installationState"]) for p in result["patches"]] == [
+        (HOTPATCH_1[2:], "Installed")
+    ]
+    assert set(agent.pids()) == before
+    assert set(agent.active().values()) == {HOTPATCH_1}
+    assert get(agent.port, TRAVERSAL)[0] == 403
+    assert agent.state()["active_hotpatch"] == HOTPATCH_1
+
+    # a worker started later comes up patched
+    victim = sorted(before)[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for("a replacement worker", lambda: victim not in agent.pids() and len(agent.pids()) == 4)
+    assert set(agent.active().values()) == {HOTPATCH_1}
+
+    # and nothing more is offered
+    assert assess(fleet, agent.name)["availablePatches"] == []
+
+
+def test_a_hotpatch_is_reverted_on_command_and_installed_again(
+    fleet: World, tmp_path: Path, machines: list[AgentProcess]
+) -> None:
+    agent = enrolled(fleet, tmp_path, "vm-revert", machines)
+    install(fleet, agent.name)
+    assert set(agent.active().values()) == {HOTPATCH_1}
+    with Load(agent.port) as load:
+        done = queue(fleet, agent, "revertHotpatch", {"kbId": HOTPATCH_1})
+    assert done["state"] == "done", done
+    assert done["result"]["output"]["reverted"] == HOTPATCH_1
+    assert load.failed == []
+    assert set(agent.active().values()) == {None}
+    assert get(agent.port, TRAVERSAL)[0] == 200
+    assert agent.state()["active_hotpatch"] is None
+
+    again = install(fleet, agent.name)
+    assert again["patches"][0]["installationState"] == "Installed"
+    assert get(agent.port, TRAVERSAL)[0] == 403
+
+
+def test_filters_and_reboot_setting_are_honoured(
+    fleet: World, tmp_path: Path, machines: list[AgentProcess]
+) -> None:
+    agent = enrolled(fleet, tmp_path, "vm-filters", machines, workers=1)
+    excluded = install(fleet, agent.name, kbNumbersToExclude=[HOTPATCH_1])
+    assert excluded["patches"][0]["installationState"] == "Excluded"
+    assert set(agent.active().values()) == {None}
+    other = install(fleet, agent.name, classifications=["Definition"])
+    assert other["patches"][0]["installationState"] == "NotSelected"
+
+    before = set(agent.pids())
+    forced = install(fleet, agent.name, rebootSetting="Always")
+    assert forced["rebootStatus"] == "Completed"
+    assert forced["patches"][0]["installationState"] == "Installed"
+    assert set(agent.pids()).isdisjoint(before)  # Always restarts the workers
+    assert set(agent.active().values()) == {HOTPATCH_1}  # and they come up patched
+
+
+# --- refusals -------------------------------------------------------------------------------
+
+
+def test_a_tampered_package_is_refused_and_the_service_untouched(
+    fleet: World, tmp_path: Path, machines: list[AgentProcess]
+) -> None:
+    agent = enrolled(fleet, tmp_path, "vm-tamper", machines, workers=1)
+    catalog, _ = fleet.publisher()
+    try:
+        release = catalog.release(HOTPATCH_1)
+        artifact = next(a for a in release.artifacts if a.role == "hotpatch")
+        blob = catalog.blobs.path(artifact.sha256)
+    finally:
+        catalog.close()
+    original = blob.read_bytes()
+    os.chmod(blob, 0o600)
+    blob.write_bytes(original[:-10] + b"0123456789")
+    try:
+        result = install(fleet, agent.name)
+    finally:
+        blob.write_bytes(original)
+    assert result["patches"][0]["installationState"] == "Failed"
+    assert result["status"] == "Failed"
+    assert "DistributionError" in json.dumps(result["error"])
+    assert set(agent.active().values()) == {None}
+    assert get(agent.port, TRAVERSAL)[0] == 200
+
+
+# --- reliability ----------------------------------------------------------------------------
+
+HOTPATCH_CRASHES = (
+    "hotpatch-journaled",
+    "hotpatch-recorded",
+    "hotpatch-applied-one",
+    "hotpatch-applied",
+    "revert-journaled",
+    "revert-applied-one",
+)
+
+
+@pytest.mark.parametrize("point", HOTPATCH_CRASHES)
+def test_an_agent_killed_during_a_hotpatch_finishes_it_on_restart(
+    point: str, fleet: World, tmp_path: Path, machines: list[AgentProcess]
+) -> None:
+    name = f"vm-crash-{point}"
+    agent = fleet.agent(tmp_path, name, workers=3)
+    machines.append(agent)
+    agent.connect()
+    reverting = point.startswith("revert")
+    agent.start(crash_at=None if reverting else point).serving()
+    pids = set(agent.pids())
+    with Load(agent.port) as load:
+        if reverting:
+            install(fleet, agent.name)
+            agent.kill()
+            agent.start(crash_at=point)
+            wait_for("the agent's restart", lambda: agent.proc is not None)
+            with fleet.arm.http() as client:
+                reply = client.post(f"/hotpatch/machines{agent.vm_id}/revertHotpatch", json={})
+                assert reply.status_code == 202, reply.text
+        else:
+            from threading import Thread
+
+            Thread(target=lambda: install(fleet, agent.name), daemon=True).start()
+        assert agent.wait_exit() == -signal.SIGKILL, agent.log()
+        states = set(agent.active().values())
+        agent.start()
+        wait_for("recovery", lambda: agent.state()["journal"] is None and agent.proc is not None)
+        wait_for("every process on one release", lambda: len(set(agent.active().values())) == 1)
+    assert load.failed == []
+    assert set(agent.pids()) == pids  # recovered without restarting anything
+    expected = None if reverting else HOTPATCH_1
+    assert set(agent.active().values()) == {expected}, (states, agent.log())
+    assert agent.state()["active_hotpatch"] == expected
+
+
+def test_the_service_keeps_serving_while_the_server_is_away_and_results_catch_up(
+    tmp_path: Path, machines: list[AgentProcess]
+) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with world(tmp_path / "outage", "--port", str(port)) as far:
+        agent = enrolled(far, tmp_path, "vm-outage", machines)
+        far.arm.server.stop()
+        with Load(agent.port) as load:
+            wait_for(
+                "heartbeat failures",
+                lambda: "heartbeat failed" in (agent.state_dir / "logs" / "agent.log").read_text(),
+            )
+        assert load.failed == [] and load.ok > 0
+        assert agent.proc is not None and agent.proc.poll() is None
+        from arm import start_arm
+
+        far.arm = start_arm(far.data_dir, "--port", str(port))
+        try:
+            result = install(far, agent.name)
+            assert result["patches"][0]["installationState"] == "Installed"
+        finally:
+            far.arm.server.stop()
+
+
+def test_diagnostics_hold_state_logs_and_status_but_no_secret(
+    fleet: World, tmp_path: Path, machines: list[AgentProcess]
+) -> None:
+    import subprocess
+
+    from servers import HOTPATCH
+
+    agent = enrolled(fleet, tmp_path, "vm-diagnose", machines, workers=1)
+    archive = tmp_path / "diag.tar.gz"
+    done = subprocess.run(
+        [*HOTPATCH, "agent", "diagnose", "--state-dir", str(agent.state_dir), "-o", str(archive)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    secret = (agent.state_dir / "credential").read_text().strip()
+    with tarfile.open(archive) as tar:
+        names = {m.name.split("/", 1)[1] for m in tar.getmembers()}
+        text = "".join(tar.extractfile(m).read().decode() for m in tar.getmembers())  # type: ignore[union-attr]
+    assert {"agent.json", "state.json", "processes.json", "logs/agent.log"} <= names
+    assert secret not in text
+    assert BASELINE_1 in text
