@@ -27,6 +27,7 @@ NAMES = (
     "instructions",
     "distribution",
     "heartbeats",
+    "agent",
 )
 
 

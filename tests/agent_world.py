@@ -131,6 +131,9 @@ class AgentProcess:
     workers: int = 2
     image: str = "pyhotpatch:python-service:demo-hotpatch"
     zone: str | None = None
+    command: str = WORKER
+    heartbeat_seconds: float = 2.0
+    poll_seconds: float = 2.0
     port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
@@ -153,10 +156,11 @@ class AgentProcess:
             "--server", arm.url, "--token", arm.token("Contributor", SUB),
             "--subscription", SUB, "--resource-group", GROUP, "--name", self.name,
             "--location", "westus", "--image", self.image, "--ca", str(arm.ca),
-            "--service-command", WORKER, "--workers", str(self.workers),
+            "--service-command", self.command, "--workers", str(self.workers),
             "--listen", f"127.0.0.1:{self.port}",
             "--probe-url", f"http://127.0.0.1:{self.port}/health",
-            "--heartbeat-seconds", "2", "--poll-seconds", "2",
+            "--heartbeat-seconds", str(self.heartbeat_seconds),
+            "--poll-seconds", str(self.poll_seconds),
             "--state-dir", str(self.state_dir),
         ]  # fmt: skip
         if self.zone:
