@@ -279,7 +279,9 @@ def test_a_revert_is_queued_for_the_machine_s_running_agent(world: Arm) -> None:
     # the request is in the audit log, as every change is
     deadline = time.monotonic() + 10
     while True:
-        rows = _get(world, TOKEN, "/hotpatch/audit", top=1000).json()["value"]
+        # filed under the machine's subscription, so its owners read it
+        owner = world.token("Owner", SUB)
+        rows = _get(world, owner, "/hotpatch/audit", subscription=SUB, top=1000).json()["value"]
         found = [
             r
             for r in rows

@@ -49,6 +49,24 @@ _QUIET = {"GET", "HEAD", "OPTIONS"}
 _UNAUDITED = {"/agent/heartbeat"}
 
 
+def subscription_of(path: str) -> str | None:
+    """The subscription a path acts on: ARM paths, and machine paths under ``/hotpatch/machines``.
+
+    The audit log is read per subscription, so a revert queued for a machine must be
+    filed under that machine's subscription.
+    """
+    parts = path.split("/")
+    if len(parts) > 4 and [p.lower() for p in parts[1:4]] == [
+        "hotpatch",
+        "machines",
+        "subscriptions",
+    ]:
+        return parts[4].lower()[:36]
+    if len(parts) > 2 and parts[1].lower() == "subscriptions":
+        return parts[2].lower()[:36]
+    return None
+
+
 def fold_path(path: str) -> str:
     """``path`` with ARM's fixed words in the routes' spelling."""
     if not path.lower().startswith(("/subscriptions", "/providers", "/tenants")):
@@ -105,10 +123,7 @@ class ArmMiddleware:
 
     def _record(self, scope: Scope, path: str, status: int, request_id: str) -> None:
         principal = scope.get("state", {}).get("principal")
-        subscription = None
-        parts = path.split("/")
-        if len(parts) > 2 and parts[1].lower() == "subscriptions":
-            subscription = parts[2].lower()[:36]
+        subscription = subscription_of(path)
         try:
             with self.engine.begin() as conn:
                 conn.execute(
