@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from agent_world import (
     BASELINE_1,
     HOTPATCH_1,
+    WORKER,
     AgentProcess,
     Load,
     World,
@@ -30,6 +32,7 @@ from agent_world import (
     wait_for,
     world,
 )
+from servers import HOTPATCH
 
 pytestmark = pytest.mark.slow
 
@@ -323,3 +326,38 @@ def test_diagnostics_hold_state_logs_and_status_but_no_secret(
     assert {"agent.json", "state.json", "processes.json", "logs/agent.log"} <= names
     assert secret not in text
     assert BASELINE_1 in text
+
+
+def test_the_children_of_a_prefork_worker_are_patched_too(
+    fleet: World, tmp_path: Path, machines: list[AgentProcess]
+) -> None:
+    agent = fleet.agent(tmp_path, "vm-prefork", workers=1, command=WORKER + " --processes 3")
+    machines.append(agent)
+    agent.connect()
+    agent.start().serving()
+    wait_for("three processes", lambda: len(agent.pids()) == 3)
+    with Load(agent.port) as load:
+        install(fleet, agent.name)
+    assert load.failed == []
+    assert list(agent.active().values()) == [HOTPATCH_1] * 3
+
+    status = subprocess.run(
+        [*HOTPATCH, "agent", "status", "--json", "--state-dir", str(agent.state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert (shown["baseline"], shown["activeHotpatch"]) == (BASELINE_1, HOTPATCH_1)
+    assert sorted(p["pid"] for p in shown["processes"]) == sorted(agent.pids())
+    assert {p["active"] for p in shown["processes"]} == {HOTPATCH_1}
+
+
+def test_a_systemd_unit_ships_with_the_agent() -> None:
+    unit = subprocess.run(
+        [*HOTPATCH, "agent", "systemd-unit"], capture_output=True, text=True, timeout=60
+    )
+    assert unit.returncode == 0, unit.stderr
+    assert "ExecStart=" in unit.stdout and "hotpatch agent run" in unit.stdout
+    assert "KillMode=process" in unit.stdout  # restarting the agent leaves the service running
