@@ -134,6 +134,7 @@ class AgentProcess:
     command: str = WORKER
     heartbeat_seconds: float = 2.0
     poll_seconds: float = 2.0
+    python: str | None = None
     port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
@@ -165,6 +166,8 @@ class AgentProcess:
         ]  # fmt: skip
         if self.zone:
             args += ["--zone", self.zone]
+        if self.python:
+            args += ["--python", self.python]
         done = subprocess.run(args, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
         return done

@@ -32,6 +32,7 @@ from agent_world import (
     wait_for,
     world,
 )
+from pyhotpatch.runtime import client
 from servers import HOTPATCH
 
 pytestmark = pytest.mark.slow
@@ -308,7 +309,8 @@ def test_diagnostics_hold_state_logs_and_status_but_no_secret(
 ) -> None:
     import subprocess
 
-    from servers import HOTPATCH
+    from pyhotpatch.runtime import client
+from servers import HOTPATCH
 
     agent = enrolled(fleet, tmp_path, "vm-diagnose", machines, workers=1)
     archive = tmp_path / "diag.tar.gz"
@@ -361,3 +363,28 @@ def test_a_systemd_unit_ships_with_the_agent() -> None:
     assert unit.returncode == 0, unit.stderr
     assert "ExecStart=" in unit.stdout and "hotpatch agent run" in unit.stdout
     assert "KillMode=process" in unit.stdout  # restarting the agent leaves the service running
+
+
+def test_the_service_can_run_on_every_supported_python(
+    python: str, fleet: World, tmp_path: Path, machines: list[AgentProcess]
+) -> None:
+    version = python.rsplit("python", 1)[-1].replace(".", "")
+    agent = fleet.agent(tmp_path, f"vm-py{version}", workers=2, python=python)
+    machines.append(agent)
+    agent.connect()
+    agent.start().serving()
+    assert {agent.python_of(pid) for pid in agent.pids()} == {
+        str(agent.state_dir / "envs" / BASELINE_1 / "bin" / "python")
+    }
+    wanted = subprocess.run(
+        [python, "-c", "import sys; print(sys.version.split()[0])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert {client.status(pid, agent.run_dir)["python"] for pid in agent.pids()} == {wanted}
+    with Load(agent.port) as load:
+        result = install(fleet, agent.name)
+    assert load.failed == [] and result["patches"][0]["installationState"] == "Installed"
+    assert set(agent.active().values()) == {HOTPATCH_1}
+    assert get(agent.port, TRAVERSAL)[0] == 403

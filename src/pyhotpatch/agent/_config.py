@@ -35,7 +35,8 @@ class AgentConfig:
 
     ``heartbeat_seconds`` caps the server's suggested heartbeat interval and
     ``poll_seconds`` is how long each work poll may wait; both are short in tests
-    and demos. ``image`` is the machine's stack as ``publisher:offer:sku``.
+    and demos. ``image`` is the machine's stack as ``publisher:offer:sku``; ``python``
+    the interpreter its environments are built from (the agent's own by default).
     """
 
     server: str
@@ -46,6 +47,7 @@ class AgentConfig:
     ca_bundle: str | None = None
     heartbeat_seconds: float = 60.0
     poll_seconds: float = 25.0
+    python: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -80,6 +82,7 @@ class AgentConfig:
             "caBundle": self.ca_bundle,
             "heartbeatSeconds": self.heartbeat_seconds,
             "pollSeconds": self.poll_seconds,
+            "python": self.python,
             **({"extra": self.extra} if self.extra else {}),
         }
 
@@ -99,6 +102,7 @@ class AgentConfig:
                 ca_bundle=data.get("caBundle"),
                 heartbeat_seconds=float(data.get("heartbeatSeconds", 60.0)),
                 poll_seconds=float(data.get("pollSeconds", 25.0)),
+                python=data.get("python"),
                 extra=dict(data.get("extra") or {}),
             )
         except KeyError as exc:

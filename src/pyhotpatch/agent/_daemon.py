@@ -104,7 +104,9 @@ class Agent:
             log_file=logs / "service.log",
         )
         feed = ReleaseFeed(self.config.server, state_dir / "tuf", ca_bundle=self.config.ca_bundle)
-        self.machine = Machine(state_dir, supervisor, self.store, feed, clock=clock)
+        self.machine = Machine(
+            state_dir, supervisor, self.store, feed, clock=clock, python=self.config.python
+        )
         self.stopping = threading.Event()
         self._beat_now = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -85,8 +85,10 @@ class Machine:
         feed: ReleaseFeed,
         *,
         clock: Clock = system_clock,
+        python: str | None = None,
     ) -> None:
         self.state_dir = state_dir
+        self.python = python
         self.supervisor = supervisor
         self.store = store
         self.feed = feed
@@ -540,7 +542,9 @@ class Machine:
             self._staged(path, staging) for path in (*locks, *offer.artifacts.get("wheel", ()))
         ]
         try:
-            return self.envs.build(offer.kb, files[0], files[1:], progress=progress)
+            return self.envs.build(
+                offer.kb, files[0], files[1:], python=self.python, progress=progress
+            )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

@@ -100,6 +100,12 @@ def connect(
     poll_seconds: Annotated[
         float, typer.Option("--poll-seconds", help="How long each work poll waits.")
     ] = 25.0,
+    python: Annotated[
+        str | None,
+        typer.Option(
+            "--python", help="Interpreter the stack's environments use (default: the agent's)."
+        ),
+    ] = None,
     no_create: Annotated[
         bool, typer.Option("--no-create", help="Fail rather than create a missing resource.")
     ] = False,
@@ -133,6 +139,7 @@ def connect(
             ca_bundle=str(bundle.resolve()) if bundle else None,
             heartbeat_seconds=heartbeat_seconds,
             poll_seconds=poll_seconds,
+            python=python,
         )
         api = ControlPlane(config.server, token, bundle)
         try:
