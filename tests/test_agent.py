@@ -307,11 +307,6 @@ def test_the_service_keeps_serving_while_the_server_is_away_and_results_catch_up
 def test_diagnostics_hold_state_logs_and_status_but_no_secret(
     fleet: World, tmp_path: Path, machines: list[AgentProcess]
 ) -> None:
-    import subprocess
-
-    from pyhotpatch.runtime import client
-from servers import HOTPATCH
-
     agent = enrolled(fleet, tmp_path, "vm-diagnose", machines, workers=1)
     archive = tmp_path / "diag.tar.gz"
     done = subprocess.run(
