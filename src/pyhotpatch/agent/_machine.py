@@ -32,7 +32,7 @@ from pyhotpatch.agent._supervisor import Supervisor
 from pyhotpatch.catalog._selection import SELECTED, parse_duration, reboot_status, select
 from pyhotpatch.catalog.tufclient import ReleaseFeed
 from pyhotpatch.clock import Clock, system_clock
-from pyhotpatch.errors import AgentError, HotpatchError, NotActive, TransportError
+from pyhotpatch.errors import AgentError, BusyError, HotpatchError, NotActive, TransportError
 from pyhotpatch.runtime import client
 
 log = logging.getLogger("pyhotpatch.agent")
@@ -409,7 +409,7 @@ class Machine:
 
     def _apply_one(self, pid: int, data: bytes) -> None:
         try:
-            client.apply(pid, data, self.run_dir)
+            _patiently(client.apply, pid, data, self.run_dir)
         except TransportError:
             if _alive(pid):
                 raise
@@ -451,9 +451,9 @@ class Machine:
                 continue
             try:
                 if data is not None:
-                    client.apply(pid, data, self.run_dir)
+                    _patiently(client.apply, pid, data, self.run_dir)
                 elif active is not None:
-                    client.revert(pid, active, self.run_dir)
+                    _patiently(client.revert, pid, active, self.run_dir)
             except NotActive:
                 pass
             except TransportError:
@@ -718,6 +718,16 @@ def resumed_result(resumed: dict[str, Any]) -> dict[str, Any]:
             f"and undid it on restart: {resumed.get('error') or 'nothing was changed'}",
         }
     return {"status": "Succeeded", "output": output}
+
+
+def _patiently(call: Callable[..., Any], pid: int, *args: Any) -> Any:
+    """``call(pid, *args)``, waiting while the process is busy applying its recorded package."""
+    for attempt in range(50):
+        try:
+            return call(pid, *args)
+        except BusyError:
+            time.sleep(0.01 * (attempt + 1))
+    raise AgentError(f"process {pid} stayed busy with another apply or revert")
 
 
 def _alive(pid: int) -> bool:

@@ -40,6 +40,14 @@ def enable(*, control: bool = True, run_dir: str | os.PathLike[str] | None = Non
         _importhook.install(ENGINE)
         _state["control"] = control
         _state["run_dir"] = os.fspath(run_dir) if run_dir is not None else None
+        # The installed package goes in before the socket appears, so that whoever
+        # finds the socket (the agent, mid-install) finds the process already patched.
+        installed = _config.installed_package()
+        if installed is not None and ENGINE.active is None:
+            try:
+                ENGINE.apply(installed)
+            except Exception:
+                logger().exception("could not apply installed hotpatch %s", installed)
         if control:
             _start_server()
         os.register_at_fork(
@@ -48,12 +56,6 @@ def enable(*, control: bool = True, run_dir: str | os.PathLike[str] | None = Non
             after_in_child=_after_fork,
         )
         _state["enabled"] = True
-    installed = _config.installed_package()
-    if installed is not None and ENGINE.active is None:
-        try:
-            ENGINE.apply(installed)
-        except Exception:
-            logger().exception("could not apply installed hotpatch %s", installed)
 
 
 def enabled() -> bool:
