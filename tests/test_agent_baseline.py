@@ -29,6 +29,7 @@ from agent_world import (
     world,
 )
 from catalog_fixtures import when
+from pyhotpatch.agent._machine import CRASH_POINTS
 from pyhotpatch.catalog import ArtifactRef, Catalog, Kind, PublishRequest
 from pyhotpatch.demo.stack import lock_text
 
@@ -36,13 +37,7 @@ pytestmark = pytest.mark.slow
 
 LEGACY_BASELINE = "KB5060050"
 LEGACY_IMAGE = "pyhotpatch:python-service:demo-legacy"
-CRASHES = (
-    "baseline-journaled",
-    "baseline-built",
-    "baseline-switched",
-    "baseline-restarted-one",
-    "baseline-restarted",
-)
+CRASHES = tuple(p for p in CRASH_POINTS if p.startswith("baseline-"))
 
 
 @dataclass

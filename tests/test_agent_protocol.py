@@ -21,7 +21,6 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-import uvicorn
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.compute import ComputeManagementClient
 from sqlalchemy import insert, select
@@ -34,6 +33,7 @@ from pyhotpatch.server._agent_routes import Backoff, HeartbeatWriter
 from pyhotpatch.server.arm._context import ArmSettings
 from pyhotpatch.storage import open_database
 from pyhotpatch.storage._tables import audit, machines
+from servers import serve_in_thread
 from sim_agent import (
     SimulatedAgent,
     create_group,
@@ -371,34 +371,25 @@ def local(tmp_path: Path) -> Iterator[Local]:
     catalog = Catalog.open(tmp_path / "data", clock=clock)
     settings = ArmSettings(feature_delay=timedelta(0), provider_delay=timedelta(0))
     app = create_app(catalog, admin_token=ADMIN, arm=settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}) as admin:
-        made = admin.post("/hotpatch/tokens", json={"role": "Owner", "subscription": SUB})
-        assert made.status_code == 201, made.text
-        owner = made.json()["token"]
-        admin.post(
-            f"/subscriptions/{SUB}/providers/Microsoft.Compute/register",
-            params={"api-version": "2025-04-01"},
-        ).raise_for_status()
-        admin.put(
-            f"/subscriptions/{SUB}/resourcegroups/{GROUP}",
-            params={"api-version": "2025-04-01"},
-            json={"location": "westus"},
-        ).raise_for_status()
-        created = admin.put(
-            _vm_path("clocked"), params={"api-version": API}, json=vm_body("clocked")
-        )
-        assert created.status_code == 201, created.text
-    yield Local(url, clock, owner, "clocked", created.json()["id"])
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(app) as url:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}) as admin:
+            made = admin.post("/hotpatch/tokens", json={"role": "Owner", "subscription": SUB})
+            assert made.status_code == 201, made.text
+            owner = made.json()["token"]
+            admin.post(
+                f"/subscriptions/{SUB}/providers/Microsoft.Compute/register",
+                params={"api-version": "2025-04-01"},
+            ).raise_for_status()
+            admin.put(
+                f"/subscriptions/{SUB}/resourcegroups/{GROUP}",
+                params={"api-version": "2025-04-01"},
+                json={"location": "westus"},
+            ).raise_for_status()
+            created = admin.put(
+                _vm_path("clocked"), params={"api-version": API}, json=vm_body("clocked")
+            )
+            assert created.status_code == 201, created.text
+        yield Local(url, clock, owner, "clocked", created.json()["id"])
     catalog.close()
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +23,6 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-import uvicorn
 
 from arm import OTHER_SUB, SUB, Arm
 from catalog_fixtures import svc
@@ -33,7 +31,7 @@ from pyhotpatch.catalog.tufclient import ReleaseFeed
 from pyhotpatch.clock import ManualClock
 from pyhotpatch.server import create_app
 from pyhotpatch.server.arm._context import ArmSettings
-from servers import TOKEN
+from servers import TOKEN, serve_in_thread
 from sim_agent import SimulatedAgent, create_group, create_vm, register_compute, vm_body
 
 GROUP = "agent-server-rg"
@@ -535,36 +533,27 @@ def local(tmp_path: Path, database_url: str) -> Iterator[Local]:
     catalog = Catalog.open(tmp_path / "data", url=database_url, clock=clock)
     settings = ArmSettings(feature_delay=timedelta(0), provider_delay=timedelta(0))
     app = create_app(catalog, admin_token=TOKEN, arm=settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as admin:
-        # a subscription comes into being with its first token
-        made = admin.post("/hotpatch/tokens", json={"role": "Owner", "subscription": SUB})
-        assert made.status_code == 201, made.text
-        admin.post(
-            f"/subscriptions/{SUB}/providers/Microsoft.Compute/register",
-            params={"api-version": "2025-04-01"},
-        ).raise_for_status()
-        admin.put(
-            f"/subscriptions/{SUB}/resourcegroups/{GROUP}",
-            params={"api-version": "2025-04-01"},
-            json={"location": "westus"},
-        ).raise_for_status()
-        created = admin.put(
-            _vm_path("clocked"),
-            params={"api-version": API},
-            json=_windows_vm("clocked", LEGACY_IMAGE),
-        )
-        assert created.status_code == 201, created.text
-    yield Local(url, clock, created.json()["id"])
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(app) as url:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as admin:
+            # a subscription comes into being with its first token
+            made = admin.post("/hotpatch/tokens", json={"role": "Owner", "subscription": SUB})
+            assert made.status_code == 201, made.text
+            admin.post(
+                f"/subscriptions/{SUB}/providers/Microsoft.Compute/register",
+                params={"api-version": "2025-04-01"},
+            ).raise_for_status()
+            admin.put(
+                f"/subscriptions/{SUB}/resourcegroups/{GROUP}",
+                params={"api-version": "2025-04-01"},
+                json={"location": "westus"},
+            ).raise_for_status()
+            created = admin.put(
+                _vm_path("clocked"),
+                params={"api-version": API},
+                json=_windows_vm("clocked", LEGACY_IMAGE),
+            )
+            assert created.status_code == 201, created.text
+        yield Local(url, clock, created.json()["id"])
     catalog.close()
 
 

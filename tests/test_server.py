@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from pyhotpatch.catalog import Catalog
 from pyhotpatch.clock import ManualClock
 from pyhotpatch.server import create_app
+from servers import serve_in_thread
 
 
 @pytest.fixture
@@ -22,17 +22,8 @@ def running(tmp_path: Path) -> Iterator[tuple[str, ManualClock, Catalog]]:
     clock = ManualClock(datetime.now(timezone.utc))
     catalog = Catalog.open(tmp_path / "data", clock=clock)
     app = create_app(catalog, admin_token="x" * 32, refresh_seconds=0.05)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", clock, catalog
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(app) as url:
+        yield url, clock, catalog
     catalog.close()
 
 

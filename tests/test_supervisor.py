@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from loopback import Load, free_port, get, wait_for
 from pyhotpatch.agent._health import ProbeSpec, health, probe
 from pyhotpatch.agent._supervisor import ServiceSpec, Supervisor, start_time
 from pyhotpatch.build import build
@@ -36,75 +37,6 @@ from pyhotpatch.runtime import client
 PYTHON = Path(sys.executable)
 WORKER = ("{python}", "-m", "pyhotpatch.demo.worker", "--app", "demoapp.web:handle")
 TRAVERSAL = "/files?name=../secrets/token"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            last = check()
-            if last:
-                return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what} (last answer: {last!r})")
-
-
-def get(port: int, path: str, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
-    """One request on a new connection: its status and JSON body."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"Connection": "close"})
-        response = conn.getresponse()
-        return response.status, json.loads(response.read() or b"{}")
-    finally:
-        conn.close()
-
-
-class Load:
-    """Requests in a loop, each on a new connection, every failure counted."""
-
-    def __init__(self, port: int, threads: int = 2) -> None:
-        self.port = port
-        self.ok = 0
-        self.failed: list[str] = []
-        self.pids: set[int] = set()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        wait_for("the first answered request", lambda: self.ok > 0)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                status, body = get(self.port, "/version")
-            except Exception as exc:
-                with self._lock:
-                    self.failed.append(repr(exc))
-                continue
-            with self._lock:
-                if status == 200:
-                    self.ok += 1
-                    self.pids.add(int(body["pid"]))
-                else:
-                    self.failed.append(f"HTTP {status}: {body}")
 
 
 @pytest.fixture(scope="module")
