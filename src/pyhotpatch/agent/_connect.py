@@ -11,7 +11,7 @@ stored. The TUF root the agent will trust from then on is the one given with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,12 +98,8 @@ def connect(
             "reported": {"image": config.image_reference},
         },
     ).json()
-    config = AgentConfig.from_json(
-        {
-            **config.to_json(),
-            "machine": answer["machine"] if isinstance(answer.get("machine"), str) else vm["id"],
-        }
-    )
+    # the resource's own spelling of its id, whatever case the caller used
+    config = replace(config, machine=str(vm["id"]))
     save_credential(state_dir, str(answer.pop("token")))
     save_config(state_dir, config)
     answer["created"] = created
