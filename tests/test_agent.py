@@ -21,7 +21,9 @@ import pytest
 
 from agent_world import (
     BASELINE_1,
+    GROUP,
     HOTPATCH_1,
+    SUB,
     WORKER,
     AgentProcess,
     Load,
@@ -377,4 +379,33 @@ def test_the_service_can_run_on_every_supported_python(
         result = install(fleet, agent.name)
     assert load.failed == [] and result["patches"][0]["installationState"] == "Installed"
     assert set(agent.active().values()) == {HOTPATCH_1}
+    assert get(agent.port, TRAVERSAL)[0] == 403
+
+
+def test_with_hotpatch_turned_off_a_hotpatch_installs_by_restarting_the_workers(
+    fleet: World, tmp_path: Path, machines: list[AgentProcess]
+) -> None:
+    from azure.mgmt.compute import ComputeManagementClient
+
+    agent = enrolled(fleet, tmp_path, "vm-off", machines, workers=2)
+    arm = fleet.arm
+    compute = ComputeManagementClient(subscription_id=SUB, **arm.sdk(arm.token("Owner", SUB)))
+    try:
+        vm = compute.virtual_machines.get(GROUP, agent.name)
+        vm.os_profile.windows_configuration.patch_settings.enable_hotpatching = False
+        compute.virtual_machines.begin_create_or_update(GROUP, agent.name, vm).result()
+    finally:
+        compute.close()
+    offered = assess(fleet, agent.name)["availablePatches"]
+    assert [p["rebootBehavior"] for p in offered] == ["AlwaysRequiresReboot"]
+
+    before = set(agent.pids())
+    with Load(agent.port) as load:
+        result = install(fleet, agent.name)
+    assert load.failed == []
+    assert result["rebootStatus"] == "Completed"
+    assert result["patches"][0]["installationState"] == "Installed"
+    after = set(agent.pids())
+    assert after.isdisjoint(before) and len(after) == 2
+    assert set(agent.active().values()) == {HOTPATCH_1}  # applied as each worker started
     assert get(agent.port, TRAVERSAL)[0] == 403
