@@ -14,6 +14,7 @@ import stat
 import subprocess
 import tarfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +242,8 @@ HOTPATCH_CRASHES = tuple(p for p in CRASH_POINTS if p.startswith(("hotpatch-", "
 def test_an_agent_killed_during_a_hotpatch_finishes_it_on_restart(
     point: str, fleet: World, tmp_path: Path, machines: list[AgentProcess]
 ) -> None:
+    installing = ThreadPoolExecutor(1)
+    pending: Future[dict[str, Any]] | None = None
     name = f"vm-crash-{point}"
     agent = fleet.agent(tmp_path, name, workers=3)
     machines.append(agent)
@@ -258,9 +261,7 @@ def test_an_agent_killed_during_a_hotpatch_finishes_it_on_restart(
                 reply = client.post(f"/hotpatch/machines{agent.vm_id}/revertHotpatch", json={})
                 assert reply.status_code == 202, reply.text
         else:
-            from threading import Thread
-
-            Thread(target=lambda: install(fleet, agent.name), daemon=True).start()
+            pending = installing.submit(install, fleet, agent.name)
         assert agent.wait_exit() == -signal.SIGKILL, agent.log()
         states = set(agent.active().values())
         agent.start()
@@ -271,6 +272,13 @@ def test_an_agent_killed_during_a_hotpatch_finishes_it_on_restart(
     expected = None if reverting else HOTPATCH_1
     assert set(agent.active().values()) == {expected}, (states, agent.log())
     assert agent.state()["active_hotpatch"] == expected
+    if pending is not None:
+        # the result owed for the interrupted operation was delivered after recovery
+        result = pending.result(180)
+        assert [(p["kbId"], p["installationState"]) for p in result["patches"]] == [
+            (HOTPATCH_1[2:], "Installed")
+        ]
+        assert agent.state()["outbox"] == []
 
 
 def test_the_service_keeps_serving_while_the_server_is_away_and_results_catch_up(
