@@ -99,6 +99,8 @@ class AgentProcess:
     heartbeat_seconds: float = 2.0
     poll_seconds: float = 2.0
     python: str | None = None
+    #: the service is run by its own manager, restarted with this command
+    external_restart: str | None = None
     port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
@@ -132,6 +134,8 @@ class AgentProcess:
             args += ["--zone", self.zone]
         if self.python:
             args += ["--python", self.python]
+        if self.external_restart:
+            args += ["--external-service", "--restart-command", self.external_restart]
         done = subprocess.run(args, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
         return done
@@ -240,4 +244,4 @@ def assess(world: World, machine: str) -> dict[str, Any]:
         compute.close()
 
 
-__all__ = ["TOKEN", "Load", "get", "wait_for"]
+__all__ = ["TOKEN", "Load", "free_port", "get", "wait_for"]

@@ -7,6 +7,7 @@ service, and drives it through the Azure SDK and the control plane's API.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -417,3 +418,52 @@ def test_with_hotpatch_turned_off_a_hotpatch_installs_by_restarting_the_workers(
     assert after.isdisjoint(before) and len(after) == 2
     assert set(agent.active().values()) == {HOTPATCH_1}  # applied as each worker started
     assert get(agent.port, TRAVERSAL)[0] == 403
+
+
+def test_a_service_run_by_its_own_manager_is_patched_and_restarted_through_it(
+    fleet: World, tmp_path: Path, machines: list[AgentProcess]
+) -> None:
+    pidfile, manager = tmp_path / "service.pid", tmp_path / "restart-service"
+    agent = fleet.agent(tmp_path, "vm-external", workers=1, external_restart=str(manager))
+    machines.append(agent)
+    state, port = agent.state_dir, agent.port
+    # the service's own manager, as a systemd unit would be: the runtime pointed at the
+    # agent's state, the current baseline's interpreter
+    manager.write_text(
+        f"""#!/bin/sh
+old=$(cat {pidfile} 2>/dev/null)
+[ -n "$old" ] && kill "$old" 2>/dev/null
+while [ -n "$old" ] && kill -0 "$old" 2>/dev/null; do sleep 0.05; done
+PYHOTPATCH=1 PYHOTPATCH_RUN_DIR={state}/run PYHOTPATCH_PACKAGE={state}/active.hotpatch \\
+  setsid {state}/envs/current/bin/python -m pyhotpatch.demo.worker \\
+  --app demoapp.web:handle --port {port} >>{tmp_path}/service.log 2>&1 &
+echo $! > {pidfile}
+"""
+    )
+    manager.chmod(0o755)
+    try:
+        agent.connect()
+        agent.start()
+        wait_for("the baseline", lambda: (state / "envs" / "current" / "bin" / "python").exists())
+        subprocess.run([str(manager)], check=True, timeout=60)
+        wait_for("the service", lambda: len(agent.pids()) == 1 and get(port, "/health")[0] == 200)
+        (pid,) = agent.pids()
+        # healthy once the service is up: one process serving, its probe answering
+        wait_for(
+            "a healthy heartbeat",
+            lambda: hotpatch_status(fleet, agent)["health"]["status"] == "Healthy",
+        )
+
+        with Load(port) as load:
+            result = install(fleet, agent.name)
+        assert load.failed == [] and result["patches"][0]["installationState"] == "Installed"
+        assert agent.pids() == [pid] and agent.active() == {pid: HOTPATCH_1}
+
+        restarted = install(fleet, agent.name, rebootSetting="Always")
+        assert restarted["rebootStatus"] == "Completed"
+        (new,) = agent.pids()
+        assert new != pid and agent.active() == {new: HOTPATCH_1}  # came up patched
+        assert get(port, TRAVERSAL)[0] == 403
+    finally:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)

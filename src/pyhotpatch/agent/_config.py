@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyhotpatch.agent._external import EXTERNAL, ExternalSpec
 from pyhotpatch.agent._files import read_json, write_atomic, write_json
 from pyhotpatch.agent._health import ProbeSpec
 from pyhotpatch.agent._supervisor import ServiceSpec
@@ -42,7 +43,7 @@ class AgentConfig:
     server: str
     machine: str
     image: str
-    service: ServiceSpec
+    service: ServiceSpec | ExternalSpec
     probe: ProbeSpec | None = None
     ca_bundle: str | None = None
     heartbeat_seconds: float = 60.0
@@ -97,7 +98,7 @@ class AgentConfig:
                 server=str(data["server"]),
                 machine=str(data["machine"]),
                 image=str(data["image"]),
-                service=ServiceSpec.from_json(data["service"]),
+                service=service_spec(data["service"]),
                 probe=ProbeSpec.from_json(probe) if probe else None,
                 ca_bundle=data.get("caBundle"),
                 heartbeat_seconds=float(data.get("heartbeatSeconds", 60.0)),
@@ -109,6 +110,13 @@ class AgentConfig:
             raise AgentError(f"the agent configuration lacks {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
             raise AgentError(f"the agent configuration is malformed: {exc}") from None
+
+
+def service_spec(data: Any) -> ServiceSpec | ExternalSpec:
+    """The service's configuration: one the agent runs, or one another manager runs."""
+    if isinstance(data, dict) and data.get("manager") == EXTERNAL:
+        return ExternalSpec.from_json(data)
+    return ServiceSpec.from_json(data)
 
 
 def prepare_state_dir(state_dir: Path) -> Path:

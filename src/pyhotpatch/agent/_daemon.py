@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Any
 
 from pyhotpatch.agent._config import STATE_FILE, AgentConfig, load_config, load_credential
+from pyhotpatch.agent._external import ExternalService, ExternalSpec
 from pyhotpatch.agent._machine import Machine, resumed_result
 from pyhotpatch.agent._state import StateStore
 from pyhotpatch.agent._supervisor import Supervisor
@@ -96,13 +97,17 @@ class Agent:
         self.store = StateStore(state_dir / STATE_FILE)
         logs = state_dir / "logs"
         logs.mkdir(exist_ok=True, mode=0o700)
-        supervisor = Supervisor(
-            self.config.service,
-            run_dir=state_dir / "run",
-            package_path=state_dir / "active.hotpatch",
-            record=state_dir / "service.json",
-            log_file=logs / "service.log",
-        )
+        supervisor: Supervisor | ExternalService
+        if isinstance(self.config.service, ExternalSpec):
+            supervisor = ExternalService(self.config.service, run_dir=state_dir / "run")
+        else:
+            supervisor = Supervisor(
+                self.config.service,
+                run_dir=state_dir / "run",
+                package_path=state_dir / "active.hotpatch",
+                record=state_dir / "service.json",
+                log_file=logs / "service.log",
+            )
         feed = ReleaseFeed(self.config.server, state_dir / "tuf", ca_bundle=self.config.ca_bundle)
         self.machine = Machine(
             state_dir, supervisor, self.store, feed, clock=clock, python=self.config.python

@@ -24,6 +24,7 @@ from typing import Any
 
 from pyhotpatch import __version__
 from pyhotpatch.agent._environments import Environments
+from pyhotpatch.agent._external import ExternalService
 from pyhotpatch.agent._files import write_atomic
 from pyhotpatch.agent._health import health, probe
 from pyhotpatch.agent._releases import Offer, applicable, newest_baseline, offers
@@ -80,7 +81,7 @@ class Machine:
     def __init__(
         self,
         state_dir: Path,
-        supervisor: Supervisor,
+        supervisor: Supervisor | ExternalService,
         store: StateStore,
         feed: ReleaseFeed,
         *,

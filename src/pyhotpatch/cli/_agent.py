@@ -100,6 +100,17 @@ def connect(
     poll_seconds: Annotated[
         float, typer.Option("--poll-seconds", help="How long each work poll waits.")
     ] = 25.0,
+    external: Annotated[
+        bool,
+        typer.Option(
+            "--external-service",
+            help="The service is run by its own manager (systemd); --workers counts its processes.",
+        ),
+    ] = False,
+    restart_command: Annotated[
+        str | None,
+        typer.Option("--restart-command", help="How to restart an external service (baselines)."),
+    ] = None,
     python: Annotated[
         str | None,
         typer.Option(
@@ -115,6 +126,7 @@ def connect(
     from pyhotpatch.agent._config import AgentConfig
     from pyhotpatch.agent._connect import Placement
     from pyhotpatch.agent._connect import connect as do_connect
+    from pyhotpatch.agent._external import ExternalSpec
     from pyhotpatch.agent._health import ProbeSpec
     from pyhotpatch.agent._supervisor import ServiceSpec
 
@@ -132,9 +144,12 @@ def connect(
             server=server.rstrip("/"),
             machine=placement.machine,
             image=image,
-            service=ServiceSpec(
-                command=tuple(shlex.split(command)), workers=workers, listen=listen
-            ),
+            service=ExternalSpec(
+                processes=workers,
+                restart_command=tuple(shlex.split(restart_command)) if restart_command else None,
+            )
+            if external
+            else ServiceSpec(command=tuple(shlex.split(command)), workers=workers, listen=listen),
             probe=probe,
             ca_bundle=str(bundle.resolve()) if bundle else None,
             heartbeat_seconds=heartbeat_seconds,
