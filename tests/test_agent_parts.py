@@ -159,3 +159,21 @@ def test_configuration_is_validated() -> None:
             AgentConfig(**{**good, **bad})  # type: ignore[arg-type]
     with pytest.raises(AgentError, match="lacks 'server'"):
         AgentConfig.from_json({})
+
+
+def test_an_external_service_s_configuration_round_trips() -> None:
+    from pyhotpatch.agent._external import ExternalSpec
+
+    spec = ExternalSpec(processes=4, restart_command=("systemctl", "restart", "app"))
+    config = AgentConfig(
+        server="https://cp",
+        machine="/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/virtualMachines/m",
+        image="p:o:s",
+        service=spec,
+    )
+    again = AgentConfig.from_json(json.loads(json.dumps(config.to_json())))
+    assert again.service == spec and again.service.workers == 4
+    with pytest.raises(AgentError):
+        ExternalSpec(processes=0)
+    with pytest.raises(AgentError):
+        ExternalSpec(restart_command=("",))
