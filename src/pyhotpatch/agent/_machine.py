@@ -390,21 +390,24 @@ class Machine:
             write_atomic(self.active_package, data)
 
     def _apply_everywhere(self, kb: str, data: bytes, *, record: bool) -> None:
-        """Apply package ``kb`` in every process, new ones included, or raise having changed none."""
+        """Apply package ``kb`` in every process, new ones included; on error the caller undoes.
+
+        Applying is idempotent (a process already at ``kb`` changes nothing), so every
+        process found is simply given the package, and the run directory is scanned
+        again for processes that started meanwhile until a scan finds none.
+        """
         if record:
             self._record(data)
             crash_point("hotpatch-recorded")
+        patched: set[int] = set()
         for _ in range(5):
-            behind = [
-                pid
-                for pid in client.processes(self.run_dir)
-                if self._active_in(pid) not in (kb, "(gone)")
-            ]
+            behind = [pid for pid in client.processes(self.run_dir) if pid not in patched]
             if not behind:
                 crash_point("hotpatch-applied")
                 return
             for pid in behind:
                 self._apply_one(pid, data)
+                patched.add(pid)
                 crash_point("hotpatch-applied-one")
         raise AgentError(f"processes kept starting without hotpatch {kb}; giving up")
 
