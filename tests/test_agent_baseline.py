@@ -31,11 +31,12 @@ from agent_world import (
 from catalog_fixtures import when
 from pyhotpatch.agent._machine import CRASH_POINTS
 from pyhotpatch.catalog import ArtifactRef, Catalog, Kind, PublishRequest
-from pyhotpatch.demo.stack import lock_text
+from pyhotpatch.demo.stack import APP, lock_text, write_wheel
 
 pytestmark = pytest.mark.slow
 
 LEGACY_BASELINE = "KB5060050"
+BROKEN = "KB5060120"
 LEGACY_IMAGE = "pyhotpatch:python-service:demo-legacy"
 CRASHES = tuple(p for p in CRASH_POINTS if p.startswith("baseline-"))
 
@@ -80,6 +81,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             "vm-rolling": found.agent(root, "vm-rolling", workers=4),
             "vm-never": found.agent(root, "vm-never", workers=2),
             "vm-window": found.agent(root, "vm-window", workers=2),
+            "vm-broken": found.agent(root, "vm-broken", workers=3),
             "vm-legacy": found.agent(root, "vm-legacy", workers=2, image=LEGACY_IMAGE),
             **{f"vm-{p}": found.agent(root, f"vm-{p}", workers=2) for p in CRASHES},
         }
@@ -217,3 +219,38 @@ def test_an_older_stack_upgrades_to_a_hotpatch_capable_one(fleet: Fleet) -> None
         compute.virtual_machines.begin_create_or_update(GROUP, agent.name, vm).result()
     finally:
         compute.close()
+
+
+# last: the broken baseline it publishes would be offered to every machine after it
+def test_a_baseline_whose_workers_cannot_start_is_rolled_back(fleet: Fleet) -> None:
+    agent = fleet.machines["vm-broken"]
+    found = fleet.world
+    broken = write_wheel(
+        found.root / "broken",
+        APP,
+        "1.2.0",
+        {
+            "demoapp/__init__.py": "",
+            "demoapp/web.py": "raise RuntimeError('this release cannot start')\n",
+        },
+    )
+    found.wheels["1.2.0"] = broken
+    found.publish_baseline(BROKEN, "1.2.0", "2026-11-24", Kind.UNPLANNED_BASELINE)
+    with Load(agent.port) as load:
+        result = install(found, agent.name)
+    states = {p["kbId"]: p["installationState"] for p in result["patches"]}
+    assert states == {HOTPATCH_1[2:]: "Installed", BROKEN[2:]: "Failed"}, result
+    assert "cannot start" in str(result["error"]) or "AgentError" in str(result["error"])
+    assert load.failed == []
+    # every worker is back on baseline 1, with its hotpatch
+    assert len(agent.pids()) == 3
+    assert {agent.python_of(pid) for pid in agent.pids()} == {
+        str(agent.state_dir / "envs" / BASELINE_1 / "bin" / "python")
+    }
+    assert set(agent.active().values()) == {HOTPATCH_1}
+    state = agent.state()
+    assert (state["baseline"], state["active_hotpatch"], state["journal"]) == (
+        BASELINE_1,
+        HOTPATCH_1,
+        None,
+    )

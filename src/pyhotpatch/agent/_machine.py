@@ -606,7 +606,11 @@ class Machine:
         self._record(None)
         crash_point("baseline-switched")
         self.store.update(journal={**journal, "phase": "restarting", "previous": previous})
-        self._rolling_restart(kb)
+        try:
+            self._rolling_restart(kb)
+        except HotpatchError as exc:
+            self._roll_back(kb, previous, exc)
+            raise
         crash_point("baseline-restarted")
         moved: dict[str, Any] = {}
         upgrade = journal.get("upgrade")
@@ -622,6 +626,23 @@ class Machine:
         )
         self._prune_packages()
         self.envs.prune(keep={kb, *([previous] if previous else [])})
+
+    def _roll_back(self, kb: str, previous: str | None, why: HotpatchError) -> None:
+        """A new baseline's workers would not start: put every worker back on ``previous``.
+
+        The workers already moved are restarted on the previous environment, with its
+        active hotpatch recorded again, so the machine is back where it was.
+        """
+        log.error("baseline %s failed to start (%s); rolling back to %s", kb, why, previous)
+        if previous is None or not self.envs.has(previous):
+            self.store.update(journal=None)
+            return
+        self.envs.switch(previous)
+        self._record(self._package(self.store.state.active_hotpatch))
+        try:
+            self.supervisor.rolling_restart(self.envs.python(previous))
+        finally:
+            self.store.update(pending_baseline=None, journal=None)
 
     def _rolling_restart(self, kb: str) -> None:
         started = time.monotonic()
