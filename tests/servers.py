@@ -97,3 +97,46 @@ def serve_in_thread(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextlib.contextmanager
+def clocked_server(
+    data_dir: Path, admin: str, subscription: str, group: str, database_url: str | None = None
+) -> Iterator[tuple[str, Any, Any]]:
+    """An in-process control plane on a manual clock, with ``subscription`` and ``group`` made.
+
+    Yields its URL, its clock and the subscription Owner's token; for tests that move
+    time (agents going stale, deadlines passing).
+    """
+    from datetime import datetime, timedelta, timezone
+
+    import httpx
+
+    from pyhotpatch.catalog import Catalog
+    from pyhotpatch.clock import ManualClock
+    from pyhotpatch.server import create_app
+    from pyhotpatch.server.arm._context import ArmSettings
+
+    clock = ManualClock(datetime(2026, 11, 10, 12, 0, tzinfo=timezone.utc))
+    catalog = Catalog.open(data_dir, url=database_url, clock=clock)
+    settings = ArmSettings(feature_delay=timedelta(0), provider_delay=timedelta(0))
+    try:
+        with serve_in_thread(create_app(catalog, admin_token=admin, arm=settings)) as url:
+            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin}"}) as client:
+                # a subscription comes into being with its first token
+                made = client.post(
+                    "/hotpatch/tokens", json={"role": "Owner", "subscription": subscription}
+                )
+                assert made.status_code == 201, made.text
+                client.post(
+                    f"/subscriptions/{subscription}/providers/Microsoft.Compute/register",
+                    params={"api-version": "2025-04-01"},
+                ).raise_for_status()
+                client.put(
+                    f"/subscriptions/{subscription}/resourcegroups/{group}",
+                    params={"api-version": "2025-04-01"},
+                    json={"location": "westus"},
+                ).raise_for_status()
+            yield url, clock, made.json()["token"]
+    finally:
+        catalog.close()

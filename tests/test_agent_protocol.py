@@ -26,14 +26,12 @@ from azure.mgmt.compute import ComputeManagementClient
 from sqlalchemy import insert, select
 
 from arm import OTHER_SUB, SUB, Arm
-from pyhotpatch.catalog import Catalog
 from pyhotpatch.clock import ManualClock
-from pyhotpatch.server import _queue, create_app
+from pyhotpatch.server import _queue
 from pyhotpatch.server._agent_routes import Backoff, HeartbeatWriter
-from pyhotpatch.server.arm._context import ArmSettings
 from pyhotpatch.storage import open_database
 from pyhotpatch.storage._tables import audit, machines
-from servers import serve_in_thread
+from servers import clocked_server
 from sim_agent import (
     SimulatedAgent,
     create_group,
@@ -367,30 +365,13 @@ ADMIN = "a" * 32
 
 @pytest.fixture
 def local(tmp_path: Path) -> Iterator[Local]:
-    clock = ManualClock(datetime(2026, 11, 10, 12, 0, tzinfo=timezone.utc))
-    catalog = Catalog.open(tmp_path / "data", clock=clock)
-    settings = ArmSettings(feature_delay=timedelta(0), provider_delay=timedelta(0))
-    app = create_app(catalog, admin_token=ADMIN, arm=settings)
-    with serve_in_thread(app) as url:
+    with clocked_server(tmp_path / "data", ADMIN, SUB, GROUP) as (url, clock, owner):
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}) as admin:
-            made = admin.post("/hotpatch/tokens", json={"role": "Owner", "subscription": SUB})
-            assert made.status_code == 201, made.text
-            owner = made.json()["token"]
-            admin.post(
-                f"/subscriptions/{SUB}/providers/Microsoft.Compute/register",
-                params={"api-version": "2025-04-01"},
-            ).raise_for_status()
-            admin.put(
-                f"/subscriptions/{SUB}/resourcegroups/{GROUP}",
-                params={"api-version": "2025-04-01"},
-                json={"location": "westus"},
-            ).raise_for_status()
             created = admin.put(
                 _vm_path("clocked"), params={"api-version": API}, json=vm_body("clocked")
             )
             assert created.status_code == 201, created.text
         yield Local(url, clock, owner, "clocked", created.json()["id"])
-    catalog.close()
 
 
 def _lease(local: Local, token: str) -> list[dict[str, Any]]:

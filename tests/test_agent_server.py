@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,12 +26,9 @@ import pytest
 
 from arm import OTHER_SUB, SUB, Arm
 from catalog_fixtures import svc
-from pyhotpatch.catalog import Catalog
 from pyhotpatch.catalog.tufclient import ReleaseFeed
 from pyhotpatch.clock import ManualClock
-from pyhotpatch.server import create_app
-from pyhotpatch.server.arm._context import ArmSettings
-from servers import TOKEN, serve_in_thread
+from servers import TOKEN, clocked_server
 from sim_agent import SimulatedAgent, create_group, create_vm, register_compute, vm_body
 
 GROUP = "agent-server-rg"
@@ -529,24 +526,8 @@ class Local:
 
 @pytest.fixture
 def local(tmp_path: Path, database_url: str) -> Iterator[Local]:
-    clock = ManualClock(datetime(2026, 11, 10, 12, 0, tzinfo=timezone.utc))
-    catalog = Catalog.open(tmp_path / "data", url=database_url, clock=clock)
-    settings = ArmSettings(feature_delay=timedelta(0), provider_delay=timedelta(0))
-    app = create_app(catalog, admin_token=TOKEN, arm=settings)
-    with serve_in_thread(app) as url:
+    with clocked_server(tmp_path / "data", TOKEN, SUB, GROUP, database_url) as (url, clock, _):
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as admin:
-            # a subscription comes into being with its first token
-            made = admin.post("/hotpatch/tokens", json={"role": "Owner", "subscription": SUB})
-            assert made.status_code == 201, made.text
-            admin.post(
-                f"/subscriptions/{SUB}/providers/Microsoft.Compute/register",
-                params={"api-version": "2025-04-01"},
-            ).raise_for_status()
-            admin.put(
-                f"/subscriptions/{SUB}/resourcegroups/{GROUP}",
-                params={"api-version": "2025-04-01"},
-                json={"location": "westus"},
-            ).raise_for_status()
             created = admin.put(
                 _vm_path("clocked"),
                 params={"api-version": API},
@@ -554,7 +535,6 @@ def local(tmp_path: Path, database_url: str) -> Iterator[Local]:
             )
             assert created.status_code == 201, created.text
         yield Local(url, clock, created.json()["id"])
-    catalog.close()
 
 
 def test_work_for_an_agent_not_seen_for_ten_minutes_is_refused(local: Local) -> None:
