@@ -87,7 +87,7 @@ def queue(
 
         def finished() -> dict[str, Any] | None:
             found: dict[str, Any] = client.get(
-                f"/hotpatch/machines{agent.vm_id}/work/{item}"
+                f"/hotpatch/machines{agent.vm_id}/jobs/{item}"
             ).json()
             return found if found["state"] in ("done", "failed") else None
 

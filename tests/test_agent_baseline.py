@@ -201,7 +201,7 @@ def test_an_older_stack_upgrades_to_a_hotpatch_capable_one(fleet: Fleet) -> None
             done = wait_for(
                 "the upgrade",
                 lambda: (
-                    (w := client.get(f"/hotpatch/machines{agent.vm_id}/work/{item}").json())[
+                    (w := client.get(f"/hotpatch/machines{agent.vm_id}/jobs/{item}").json())[
                         "state"
                     ]
                     in ("done", "failed")

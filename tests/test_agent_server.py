@@ -180,7 +180,7 @@ def test_one_agent_reads_only_its_own_machine(world: Arm) -> None:
     assert (theirs["id"], theirs["name"]) == (vm_b, name_b)
     assert theirs["product"] is None and theirs["hotpatchCapable"] is False
     # an agent's credential reaches no user route of any machine, its own included
-    for path in (f"/hotpatch/machines{vm_a}/hotpatchStatus", f"/hotpatch/machines{vm_b}/work/1"):
+    for path in (f"/hotpatch/machines{vm_a}/hotpatchStatus", f"/hotpatch/machines{vm_b}/jobs/1"):
         _refused(_get(world, second.token or "", path), 403, "AuthorizationFailed")
     _refused(
         _post(world, second.token or "", f"/hotpatch/machines{vm_b}/revertHotpatch"),
@@ -227,7 +227,7 @@ def test_a_revert_is_queued_for_the_machine_s_running_agent(world: Arm) -> None:
     answer = queued.json()
     assert answer == {"workItem": answer["workItem"], "kind": "revertHotpatch", "machine": vm_id}
     assert queued.headers["Location"].endswith(
-        f"/hotpatch/machines{vm_id}/work/{answer['workItem']}"
+        f"/hotpatch/machines{vm_id}/jobs/{answer['workItem']}"
     )
     busy = _refused(_post(world, world.token("Owner"), revert), 409, "OperationNotAllowed")
     assert f"has not yet finished 'revertHotpatch' (work item {answer['workItem']})" in busy
@@ -237,7 +237,7 @@ def test_a_revert_is_queued_for_the_machine_s_running_agent(world: Arm) -> None:
     assert item["operation"] is None and item["payload"]["kbId"] == "KB5041160"
     assert item["payload"]["to"] == "baseline"
     assert "deadline" in item["payload"]
-    work = f"/hotpatch/machines{vm_id}/work/{item['id']}"
+    work = f"/hotpatch/machines{vm_id}/jobs/{item['id']}"
     reader = world.token("Reader")
     leased = _get(world, reader, work).json()
     assert set(leased) == {"id", "kind", "state", "payload", "result", "created", "updated"}
@@ -261,14 +261,14 @@ def test_a_revert_is_queued_for_the_machine_s_running_agent(world: Arm) -> None:
     # the work of one machine is not found under another's path, nor elsewhere
     _, other_vm = _new_vm(world, DEMO | {"version": "latest"}, hotpatch=True)
     _refused(
-        _get(world, reader, f"/hotpatch/machines{other_vm}/work/{item['id']}"),
+        _get(world, reader, f"/hotpatch/machines{other_vm}/jobs/{item['id']}"),
         404,
         "WorkItemNotFound",
     )
     _refused(
-        _get(world, reader, f"/hotpatch/machines{vm_id}/work/999999999"), 404, "WorkItemNotFound"
+        _get(world, reader, f"/hotpatch/machines{vm_id}/jobs/999999999"), 404, "WorkItemNotFound"
     )
-    assert _get(world, reader, f"/hotpatch/machines{vm_id}/work/0").status_code == 400
+    assert _get(world, reader, f"/hotpatch/machines{vm_id}/jobs/0").status_code == 400
     _refused(_get(world, world.token("Owner", OTHER_SUB), work), 403, "AuthorizationFailed")
 
     # the request is in the audit log, as every change is
@@ -458,7 +458,7 @@ def test_the_new_routes_are_in_the_openapi_document(world: Arm) -> None:
         ("/agent/machine", "get"),
         ("/hotpatch/machines/{machine}/revertHotpatch", "post"),
         ("/hotpatch/machines/{machine}/upgradeStack", "post"),
-        ("/hotpatch/machines/{machine}/work/{item_id}", "get"),
+        ("/hotpatch/machines/{machine}/jobs/{item_id}", "get"),
         ("/hotpatch/machines/{machine}/hotpatchStatus", "get"),
     ):
         assert method in paths[path], path
@@ -556,7 +556,7 @@ def test_a_revert_nobody_reports_fails_at_its_deadline(local: Local) -> None:
     with local.http() as admin:
         token = admin.post("/agent/enroll", json={"machine": local.vm_id}).json()["token"]
         queued = admin.post(f"/hotpatch/machines{local.vm_id}/revertHotpatch").json()
-        work = f"/hotpatch/machines{local.vm_id}/work/{queued['workItem']}"
+        work = f"/hotpatch/machines{local.vm_id}/jobs/{queued['workItem']}"
         with local.http(token) as agent:
             (item,) = agent.get("/agent/jobs").json()["items"]
             for _ in range(9):  # alive and holding the work for 36 minutes, never reporting

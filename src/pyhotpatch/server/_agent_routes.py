@@ -24,7 +24,7 @@ here is keyed by the credential's machine, never by an id from the request alone
 The user-facing routes of a machine's agent-side state are here too, because they read and
 queue the same things: ``GET /hotpatch/machines/{vm id}/history`` (beside the agent's own
 ``GET /agent/history``), ``…/hotpatchStatus``, ``POST …/revertHotpatch`` and
-``…/upgradeStack`` (work for the agent that is no ARM operation), and ``GET …/work/{id}``.
+``…/upgradeStack`` (work for the agent that is no ARM operation), and ``GET …/jobs/{id}``.
 """
 
 from __future__ import annotations
@@ -584,7 +584,7 @@ def agent_router(
         return JSONResponse(
             {"workItem": item, "kind": kind, "machine": vm_id},
             status_code=202,
-            headers={"Location": absolute(request, f"/hotpatch/machines{vm_id}/work/{item}")},
+            headers={"Location": absolute(request, f"/hotpatch/machines{vm_id}/jobs/{item}")},
         )
 
     @router.post("/hotpatch/machines/{machine:path}/revertHotpatch", status_code=202)
@@ -616,7 +616,7 @@ def agent_router(
             lambda conn, vm: upgrade_payload(machine_document(conn, vm)),
         )
 
-    @router.get("/hotpatch/machines/{machine:path}/work/{item_id}")
+    @router.get("/hotpatch/machines/{machine:path}/jobs/{item_id}")
     def machine_work(
         machine: str,
         item_id: int = Path(ge=1, le=2**62),
