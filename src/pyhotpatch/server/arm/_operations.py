@@ -30,7 +30,7 @@ Agents also do work that is no ARM operation (``queue_work``): revert the active
 (``revertHotpatch``) and move the machine to a hotpatch-capable stack (``upgradeStack``).
 They need a live agent too, one such item at a time per machine, and they have deadlines.
 A succeeded upgrade changes the VM's ``imageReference`` in the transaction that records
-its result (``_apply_outcome``), so that hotpatching can then be enabled on the machine.
+its result (in ``complete``), so that hotpatching can then be enabled on the machine.
 """
 
 from __future__ import annotations
@@ -778,6 +778,8 @@ def complete(
     if status == SUCCEEDED and item.kind == UPGRADE:
         assert result is not None
         result = _upgrade_output(conn, item, result)
+        # the machine now runs the new product's image: hotpatching can be enabled on it
+        set_image(conn, item.machine, result["image"], now, baseline=result.get("baseline"))
     failure = None
     if status == FAILED:
         failure = (
@@ -801,9 +803,6 @@ def complete(
             assert failure is not None
             result = failure_result(item.kind, failure, started=started)
         record(conn, item.machine, item.kind, item.operation, started, result, now)
-    if status == SUCCEEDED:
-        assert result is not None
-        _apply_outcome(conn, item, result, now)
     return outcome
 
 
@@ -841,14 +840,6 @@ def _upgrade_output(
     if baseline is not None:
         found["baseline"] = baseline.upper()
     return found
-
-
-def _apply_outcome(
-    conn: Connection, item: _queue.WorkItem, result: dict[str, Any], now: datetime
-) -> None:
-    """What a succeeded item changes besides its operation: an upgrade changes the VM's image."""
-    if item.kind == UPGRADE:
-        set_image(conn, item.machine, result["image"], now, baseline=result.get("baseline"))
 
 
 def status_body(row: Any) -> dict[str, Any]:
