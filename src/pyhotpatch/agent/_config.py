@@ -69,8 +69,7 @@ class AgentConfig:
     @property
     def image_reference(self) -> dict[str, str]:
         """The image as an ARM ``imageReference``."""
-        publisher, offer, sku = self.image.split(":")
-        return {"publisher": publisher, "offer": offer, "sku": sku}
+        return image_reference(self.image)
 
     def to_json(self) -> dict[str, Any]:
         """The file form."""
@@ -110,6 +109,12 @@ class AgentConfig:
             raise AgentError(f"the agent configuration lacks {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
             raise AgentError(f"the agent configuration is malformed: {exc}") from None
+
+
+def image_reference(image: str) -> dict[str, str]:
+    """``publisher:offer:sku`` as an ARM ``imageReference``."""
+    publisher, offer, sku = image.split(":")
+    return {"publisher": publisher, "offer": offer, "sku": sku}
 
 
 def service_spec(data: Any) -> ServiceSpec | ExternalSpec:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pyhotpatch import __version__
+from pyhotpatch.agent._config import image_reference
 from pyhotpatch.agent._environments import Environments
 from pyhotpatch.agent._external import ExternalService
 from pyhotpatch.agent._files import write_atomic
@@ -133,7 +134,7 @@ class Machine:
         version = state.baseline or "none"
         if state.active_hotpatch:
             version += f"+{state.active_hotpatch}"
-        image = state.image or self.info.get("imageText")
+        image = state.image
         doc: dict[str, Any] = {
             "osName": f"{state.product or 'unknown stack'} (Python)",
             "osVersion": version,
@@ -149,8 +150,7 @@ class Machine:
             "operation": (state.journal or {}).get("op"),
         }
         if image:
-            publisher, offer, sku = str(image).split(":")
-            doc["image"] = {"publisher": publisher, "offer": offer, "sku": sku}
+            doc["image"] = image_reference(image)
         return doc
 
     def transition(self) -> dict[str, Any]:
@@ -704,12 +704,7 @@ def _entry(offer: Offer) -> dict[str, Any]:
 
 def upgrade_output(product: str, image: str, baseline: str) -> dict[str, Any]:
     """The result of ``upgradeStack``: the machine's new product, image and baseline."""
-    publisher, offer, sku = image.split(":")
-    return {
-        "product": product,
-        "image": {"publisher": publisher, "offer": offer, "sku": sku},
-        "baseline": baseline,
-    }
+    return {"product": product, "image": image_reference(image), "baseline": baseline}
 
 
 def resumed_result(resumed: dict[str, Any]) -> dict[str, Any]:
