@@ -44,7 +44,12 @@ from pyhotpatch.catalog._tuf_repo import (
 )
 from pyhotpatch.catalog.tufclient import ReleaseFeed
 from pyhotpatch.clock import Clock, ManualClock, system_clock
-from pyhotpatch.errors import CatalogError, DistributionError, WrongBaseline
+from pyhotpatch.errors import (
+    CatalogError,
+    DistributionError,
+    ReleaseServerUnreachable,
+    WrongBaseline,
+)
 from pyhotpatch.package import Manifest, Target, package_bytes, read_package
 from pyhotpatch.server._tuf_routes import tuf_router
 from pyhotpatch.storage._engine import open_database
@@ -506,8 +511,10 @@ def test_unreachable_server_and_missing_root(env: Env) -> None:
     ) as err:
         feed.refresh()
     assert err.value.__cause__ is not None
-    with pytest.raises(DistributionError, match="no signed target"):
+    assert isinstance(err.value, ReleaseServerUnreachable)  # worth trying again later
+    with pytest.raises(DistributionError, match="no signed target") as refused:
         env.feed().download("pyhotpatch-demo/KB5009999/fix.hotpatch")
+    assert not isinstance(refused.value, ReleaseServerUnreachable)
 
 
 # -- keys ----------------------------------------------------------------------------------

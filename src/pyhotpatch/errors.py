@@ -81,6 +81,13 @@ class DistributionError(HotpatchError):
     """
 
 
+class ReleaseServerUnreachable(DistributionError):
+    """The release feed could not be read because its server did not answer in time or at all.
+
+    Unlike a refusal, trying again later may succeed.
+    """
+
+
 class WrongBaseline(DistributionError):
     """A verified hotpatch was built for another baseline than the one the machine runs."""
 

@@ -29,7 +29,7 @@ from pyhotpatch.agent._supervisor import Supervisor
 from pyhotpatch.apiclient import ApiCallError, ControlPlane
 from pyhotpatch.catalog.tufclient import ReleaseFeed
 from pyhotpatch.clock import Clock, system_clock
-from pyhotpatch.errors import DistributionError, HotpatchError
+from pyhotpatch.errors import HotpatchError, ReleaseServerUnreachable
 
 log = logging.getLogger("pyhotpatch.agent")
 
@@ -142,9 +142,7 @@ class Agent:
                 if not exc.retryable:
                     raise
                 wait = backoff.next()
-            except DistributionError as exc:
-                if not unreachable(exc):
-                    raise
+            except ReleaseServerUnreachable:
                 wait = backoff.next()
             log.warning("%s: control plane unreachable; trying again in %.1f s", what, wait)
             self.stopping.wait(wait)
@@ -327,11 +325,6 @@ class Agent:
                     raise
                 log.warning("the control plane refused the result of work item %d: %s", item, exc)
             self.store.delivered(item)
-
-
-def unreachable(exc: DistributionError) -> bool:
-    """Whether the release feed failed because the server could not be reached at all."""
-    return str(exc).startswith("cannot reach")
 
 
 def _failed(code: str, message: str) -> dict[str, Any]:

@@ -27,7 +27,12 @@ from tuf.api.serialization import DeserializationError
 from tuf.ngclient.updater import Updater
 from tuf.ngclient.urllib3_fetcher import Urllib3Fetcher
 
-from pyhotpatch.errors import DistributionError, PackageError, WrongBaseline
+from pyhotpatch.errors import (
+    DistributionError,
+    PackageError,
+    ReleaseServerUnreachable,
+    WrongBaseline,
+)
 from pyhotpatch.package import read_package
 
 #: where the control plane serves metadata and artifacts, below its base URL
@@ -258,7 +263,8 @@ class ReleaseFeed:
         return self._updater
 
     def _refuse(self, exc: BaseException, *, target: str | None = None) -> NoReturn:
-        raise DistributionError(self._explain(exc, target)) from exc
+        cls = ReleaseServerUnreachable if _unreachable(exc) else DistributionError
+        raise cls(self._explain(exc, target)) from exc
 
     def _explain(self, exc: BaseException, target: str | None) -> str:
         text = str(exc)
@@ -363,6 +369,13 @@ def _version_message(text: str) -> str:
         if match is not None:
             return message.format(*match.groups())
     return f"version check failed: {text}"
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether the server did not answer (in time), rather than answered with something wrong."""
+    if isinstance(exc, (tuf_errors.DownloadHTTPError, tuf_errors.DownloadLengthMismatchError)):
+        return False
+    return isinstance(exc, (tuf_errors.DownloadError, urllib3.exceptions.HTTPError))
 
 
 def _refused_connection(exc: BaseException) -> bool:
