@@ -58,6 +58,8 @@ class WorkItem:
     created: datetime
     result: dict[str, Any] | None
     updated: datetime
+    #: who asked: ``auto`` (the orchestrator), ``on-demand`` (an operator), or None
+    trigger: str | None = None
 
     @property
     def deadline(self) -> datetime | None:
@@ -106,6 +108,7 @@ def _item(row: Any) -> WorkItem:
         created=row.created,
         result=row.result,
         updated=row.updated,
+        trigger=row.trigger,
     )
 
 
@@ -117,8 +120,9 @@ def enqueue(
     now: datetime,
     *,
     operation: str | None = None,
+    trigger: str | None = None,
 ) -> int:
-    """Queue work of ``kind`` for ``machine``; its id."""
+    """Queue work of ``kind`` for ``machine``; its id. ``trigger`` says who asked for it."""
     result = conn.execute(
         insert(work_items).values(
             machine=machine.lower(),
@@ -131,6 +135,7 @@ def enqueue(
             created=now,
             updated=now,
             result=None,
+            trigger=trigger,
         )
     )
     key = result.inserted_primary_key

@@ -20,6 +20,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -91,6 +92,8 @@ releases = Table(
     Column("superseded_by", String(16), nullable=True),
     Column("notes", JSON, nullable=False),
     Column("created", UTCDateTime, nullable=False),
+    Column("halted", UTCDateTime, nullable=True),  # when a rollout of it halted
+    Column("halt_reason", Text, nullable=True),
 )
 
 artifacts = Table(
@@ -225,6 +228,11 @@ machines = Table(
     Column("reported", JSON, nullable=False),  # image, baseline, active hotpatch, transition
     Column("assessment", JSON, nullable=True),  # the last VirtualMachineAssessPatchesResult
     Column("installation", JSON, nullable=True),  # the last VirtualMachineInstallPatchesResult
+    Column("baseline", String(16), nullable=True),  # reported: the baseline it runs
+    Column("hotpatch", String(16), nullable=True),  # reported: its active hotpatch
+    Column("rejoin_after", String(16), nullable=True),  # hotpatch back on: waits for a newer one
+    Column("next_assessment", UTCDateTime, nullable=True, index=True),
+    Column("upgrade_requested", UTCDateTime, nullable=True),  # a stack upgrade waits for a window
 )
 
 #: ARM long-running operations (assessPatches, installPatches)
@@ -260,6 +268,7 @@ work_items = Table(
     Column("created", UTCDateTime, nullable=False),
     Column("updated", UTCDateTime, nullable=False),
     Column("result", JSON, nullable=True),
+    Column("trigger", String(16), nullable=True),  # auto (the orchestrator) | on-demand
 )
 
 #: every assessment and installation a machine ran, kept for the 30-day history
@@ -274,4 +283,112 @@ patch_history = Table(
     Column("ended", UTCDateTime, nullable=True),
     Column("status", String(32), nullable=False),
     Column("result", JSON, nullable=False),
+)
+
+# --- the orchestrator -------------------------------------------------------------------------
+
+#: where each virtual machine sits and how it is patched, copied from its model on every write
+#: so that planning reads narrow rows instead of whole models
+fleet_machines = Table(
+    "fleet_machines",
+    metadata,
+    Column("id", String(600), primary_key=True),  # lowercase VM id
+    Column("subscription", String(36), nullable=False, index=True),
+    Column("region", String(64), nullable=False, index=True),
+    Column("zone", String(8), nullable=True),
+    Column("availability_set", String(600), nullable=True, index=True),  # lowercase id
+    Column("update_domain", Integer, nullable=True),
+    Column("time_zone", String(64), nullable=False),  # IANA
+    Column("window", String(16), nullable=True),  # its own off-peak window, e.g. 22:00-06:00
+    Column("environment", String(16), nullable=False),  # DevTest | Production
+    Column("os_type", String(16), nullable=False),  # Windows | Linux
+    Column("patch_mode", String(32), nullable=True),
+    Column("assessment_mode", String(32), nullable=True),
+    Column("hotpatch", Boolean, nullable=False),  # enableHotpatching in the model
+    Column("product", String(100), nullable=True, index=True),
+    Column("created", UTCDateTime, nullable=False),
+    Index("ix_fleet_machines_plan", "product", "patch_mode", "region"),
+)
+
+#: one automatic rollout per release
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("release", String(16), nullable=False, unique=True),
+    Column("product", String(100), nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("phases", JSON, nullable=False),  # lists of regions, in order
+    Column("phase", Integer, nullable=False),  # the phase under way (0-based)
+    Column("settings", JSON, nullable=False),  # the orchestrator settings it started with
+    Column("batches", Integer, nullable=False),  # batches started so far
+    Column("published", UTCDateTime, nullable=False),
+    Column("deadline", UTCDateTime, nullable=False),  # every machine has it by then
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+    Column("reason", Text, nullable=True),  # why it halted, was cancelled or superseded
+)
+
+#: a rollout's progress in one region: its ring and when Production may start
+rollout_regions = Table(
+    "rollout_regions",
+    metadata,
+    Column("rollout", Integer, primary_key=True),
+    Column("region", String(64), primary_key=True),
+    Column("phase", Integer, nullable=False),
+    Column("ring", String(16), nullable=False),  # DevTest | Production
+    Column("soak_until", UTCDateTime, nullable=True),
+    Column("done", UTCDateTime, nullable=True),
+    Column("batches", Integer, nullable=False),
+)
+
+#: machines dispatched together, then judged together by the health gate
+rollout_batches = Table(
+    "rollout_batches",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rollout", Integer, nullable=False, index=True),
+    Column("number", Integer, nullable=False),  # 1 for the rollout's first batch
+    Column("region", String(64), nullable=False),
+    Column("ring", String(16), nullable=False),
+    Column("zone", String(8), nullable=True),
+    Column("state", String(16), nullable=False, index=True),
+    Column("size", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("unhealthy", Integer, nullable=False),
+    Column("started", UTCDateTime, nullable=False),
+    Column("installed", UTCDateTime, nullable=True),  # every install of it ended
+    Column("judged", UTCDateTime, nullable=True),
+    Column("reason", Text, nullable=True),
+)
+
+#: one machine's install of a rollout's release, with its retries and revert
+rollout_installs = Table(
+    "rollout_installs",
+    metadata,
+    Column("rollout", Integer, primary_key=True),
+    Column("machine", String(600), primary_key=True, index=True),
+    Column("batch", Integer, nullable=True),
+    Column("state", String(16), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # hotpatch | baseline | restart
+    Column("attempts", Integer, nullable=False),
+    Column("work", Integer, nullable=True),  # the agent work item of the current attempt
+    Column("started", UTCDateTime, nullable=False),
+    Column("ended", UTCDateTime, nullable=True),
+    Column("retry_after", UTCDateTime, nullable=True),
+    Column("healthy", Boolean, nullable=True),
+    Column("error", JSON, nullable=True),
+)
+
+#: what operators are told: halted rollouts, reverts that could not be queued
+notices = Table(
+    "orchestrator_notices",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False, index=True),
+    Column("level", String(16), nullable=False),
+    Column("rollout", Integer, nullable=True),
+    Column("release", String(16), nullable=True),
+    Column("subject", String(200), nullable=False),
+    Column("message", Text, nullable=False),
 )
