@@ -1,0 +1,1 @@
+"""The orchestrator: automatic assessment and availability-first rollouts of releases."""

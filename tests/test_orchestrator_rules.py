@@ -1,0 +1,184 @@
+"""The transition rules: each state change is allowed or refused with its reasons."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from pyhotpatch.server.orchestrator import _rules
+from pyhotpatch.server.orchestrator._fleet import Machine
+from pyhotpatch.server.orchestrator._rules import (
+    ACTIVE,
+    BAKING,
+    BATCH,
+    COMPLETED,
+    DEVTEST,
+    FAILED,
+    HALTED,
+    INSTALL,
+    INSTALLING,
+    PASSED,
+    PAUSED,
+    PRODUCTION,
+    REVERTING,
+    ROLLOUT,
+    SUCCEEDED,
+    Facts,
+    Transition,
+    TransitionRefused,
+    allowed,
+    refusals,
+    require,
+)
+from pyhotpatch.server.orchestrator._settings import Settings
+
+NOW = datetime(2026, 3, 10, 23, 0, tzinfo=timezone.utc)
+MACHINE = Machine(
+    id="m",
+    subscription="s",
+    region="eastus",
+    zone="1",
+    availability_set=None,
+    update_domain=None,
+    time_zone="UTC",
+    window=None,
+    environment=PRODUCTION,
+    os_type="Windows",
+    patch_mode="AutomaticByPlatform",
+    assessment_mode=None,
+    hotpatch=True,
+    product="p",
+    last_seen=NOW,
+    baseline="KB1000",
+    active_hotpatch=None,
+    health="Healthy",
+)
+GOOD = Facts(
+    now=NOW,
+    machine=MACHINE,
+    rollout_state=ACTIVE,
+    window_left=timedelta(hours=3),
+    min_window=timedelta(minutes=30),
+    ring=PRODUCTION,
+)
+
+
+def start(facts: Facts, from_state: str | None = None) -> list[str]:
+    return refusals(Transition(INSTALL, from_state, INSTALLING, facts))
+
+
+def test_every_rule_has_a_docstring_and_a_unique_name() -> None:
+    names = [r.name for r in _rules.POLICY]
+    assert len(names) == len(set(names))
+    assert all(r.check.__doc__ for r in _rules.POLICY)
+
+
+def test_a_good_install_may_start() -> None:
+    assert start(GOOD) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"rollout_state": PAUSED}, "the rollout is paused"),
+        ({"machine": replace(MACHINE, last_seen=NOW - timedelta(hours=1))}, "not running"),
+        ({"window_left": None}, "window is closed"),
+        ({"window_left": timedelta(minutes=5)}, "too little"),
+        ({"phase_open": False}, "phase has not started"),
+        ({"ring": DEVTEST}, "DevTest ring has not finished"),
+        ({"soak_until": NOW + timedelta(hours=2)}, "still soaking"),
+        ({"busy": True}, "another patch operation"),
+    ],
+)
+def test_an_install_is_refused_with_its_reason(change: dict, reason: str) -> None:
+    reasons = start(replace(GOOD, **change))
+    assert any(reason in r for r in reasons), reasons
+
+
+def test_devtest_machines_go_first() -> None:
+    devtest = replace(GOOD, machine=replace(MACHINE, environment=DEVTEST), ring=DEVTEST)
+    assert start(devtest) == []
+
+
+def test_a_failed_install_waits_for_the_next_window() -> None:
+    waiting = replace(GOOD, retry_after=NOW + timedelta(hours=20))
+    assert any("next window" in r for r in start(waiting, FAILED))
+    assert start(replace(waiting, retry_after=NOW), FAILED) == []
+
+
+def test_rollouts_open_for_critical_and_security_only() -> None:
+    def opens(**kw: object) -> bool:
+        return allowed(Transition(ROLLOUT, None, ACTIVE, Facts(now=NOW, **kw)))  # type: ignore[arg-type]
+
+    assert opens(classifications=("Security",))
+    assert opens(classifications=("Critical", "Updates"))
+    assert not opens(classifications=("Updates",))
+    assert not opens(classifications=("Security",), release_halted=True)
+    assert not opens(classifications=("Security",), superseded_by="KB2")
+
+
+def test_final_states_are_final() -> None:
+    for state in _rules.ROLLOUT_FINAL:
+        with pytest.raises(TransitionRefused):
+            require(Transition(ROLLOUT, state, ACTIVE, Facts(now=NOW, rollout_state=state)))
+
+
+def test_halting_needs_a_reason_and_completion_needs_every_target() -> None:
+    assert not allowed(Transition(ROLLOUT, ACTIVE, HALTED, Facts(now=NOW)))
+    assert allowed(Transition(ROLLOUT, ACTIVE, HALTED, Facts(now=NOW, reason="sick")))
+    assert not allowed(Transition(ROLLOUT, ACTIVE, COMPLETED, Facts(now=NOW, remaining=3)))
+    assert allowed(Transition(ROLLOUT, ACTIVE, COMPLETED, Facts(now=NOW)))
+
+
+def test_pause_and_resume() -> None:
+    assert allowed(Transition(ROLLOUT, ACTIVE, PAUSED, Facts(now=NOW)))
+    assert not allowed(Transition(ROLLOUT, PAUSED, PAUSED, Facts(now=NOW)))
+    assert allowed(Transition(ROLLOUT, PAUSED, ACTIVE, Facts(now=NOW)))
+    assert not allowed(Transition(ROLLOUT, ACTIVE, ACTIVE, Facts(now=NOW)))
+
+
+def test_the_health_gate() -> None:
+    baked = Facts(now=NOW, bake_until=NOW, size=10, limit=2, unhealthy=2)
+    assert allowed(Transition(BATCH, BAKING, PASSED, baked))
+    assert not allowed(Transition(BATCH, BAKING, FAILED, baked))
+    sick = replace(baked, unhealthy=3)
+    assert not allowed(Transition(BATCH, BAKING, PASSED, sick))
+    assert allowed(Transition(BATCH, BAKING, FAILED, sick))
+    early = replace(sick, bake_until=NOW + timedelta(minutes=5))
+    assert not allowed(Transition(BATCH, BAKING, FAILED, early))
+
+
+def test_only_hotpatches_of_halted_rollouts_revert() -> None:
+    assert allowed(
+        Transition(
+            INSTALL, SUCCEEDED, REVERTING, Facts(now=NOW, kind="hotpatch", rollout_state=HALTED)
+        )
+    )
+    assert not allowed(
+        Transition(
+            INSTALL, SUCCEEDED, REVERTING, Facts(now=NOW, kind="baseline", rollout_state=HALTED)
+        )
+    )
+    assert not allowed(
+        Transition(
+            INSTALL, SUCCEEDED, REVERTING, Facts(now=NOW, kind="hotpatch", rollout_state=ACTIVE)
+        )
+    )
+
+
+def test_settings_round_trip_and_refuse_nonsense() -> None:
+    settings = Settings.from_json({"window": "01:00-05:00", "soakHours": 12})
+    assert settings.window == "01:00-05:00" and settings.soak == timedelta(hours=12)
+    assert Settings.from_json(settings.to_json()) == settings
+    for bad in (
+        {"window": "25:00-01:00"},
+        {"soakHours": "x"},
+        {"unhealthyPercent": 120},
+        {"nope": 1},
+        {"pairs": "eastus:eastus"},
+        {"smallSet": 1.5},
+    ):
+        with pytest.raises(ValueError):
+            Settings.from_json(bad)
