@@ -587,6 +587,8 @@ def _releases(
             replaces=r["replaces"],
             superseded_by=r["superseded_by"],
             notes=tuple(r["notes"]),
+            halted=r["halted"],
+            halt_reason=r["halt_reason"],
         )
         for r in rows
     ]

@@ -129,7 +129,9 @@ class Release:
     ``replaces`` is the month (``YYYY-MM``) whose hotpatch an unplanned baseline took
     the place of; ``available`` is when it may install (later than ``published`` for
     updates that wait for a baseline month); ``notes`` says why the catalog decided
-    what it did, such as the builder's refusals that made a fix a baseline.
+    what it did, such as the builder's refusals that made a fix a baseline. ``halted`` is
+    when its automatic rollout was halted by the health gate, ``halt_reason`` why: a halted
+    release installs on no more machines unless an operator asks for it.
     """
 
     kb: str
@@ -148,6 +150,8 @@ class Release:
     replaces: str | None = None
     superseded_by: str | None = None
     notes: tuple[str, ...] = field(default=(), compare=False)
+    halted: datetime | None = field(default=None, compare=False)
+    halt_reason: str | None = field(default=None, compare=False)
 
     @property
     def is_security(self) -> bool:
@@ -173,6 +177,11 @@ class Release:
             "supersededBy": self.superseded_by,
             "artifacts": [a.to_json() for a in self.artifacts],
             "notes": list(self.notes),
+            "halted": (
+                {"time": iso(self.halted), "reason": self.halt_reason or ""}
+                if self.halted is not None
+                else None
+            ),
         }
 
 

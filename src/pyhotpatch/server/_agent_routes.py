@@ -84,6 +84,7 @@ log = logging.getLogger("pyhotpatch.server.agents")
 MAX_WAIT = 30.0
 #: how often a waiting poll looks at the database, in seconds
 RECHECK_SECONDS = 1.0
+_KB_RE = re.compile(r"^KB[0-9]{4,10}$", re.IGNORECASE)
 #: the largest ``reported`` or ``health`` document an agent may send, in bytes of JSON
 MAX_REPORTED = 64 * 1024
 HEALTH_STATES = ("Healthy", "Unhealthy", "Unknown")
@@ -250,6 +251,18 @@ class HeartbeatWriter:
         return found
 
 
+def release_columns(reported: dict[str, Any]) -> dict[str, str | None]:
+    """The baseline and active hotpatch an agent reported, as the orchestrator reads them."""
+
+    def kb(value: Any) -> str | None:
+        return value.upper() if isinstance(value, str) and _KB_RE.match(value) else None
+
+    return {
+        "baseline": kb(reported.get("baseline")),
+        "hotpatch": kb(reported.get("activeHotpatch")),
+    }
+
+
 def parse_machine(value: str) -> tuple[str, str, str]:
     """A virtual machine's resource id as (subscription, group, name); 400 if it is not one."""
     match = _MACHINE_RE.match(value.strip()) if isinstance(value, str) else None
@@ -345,6 +358,7 @@ class Heartbeats:
         values: dict[str, Any] = {"last_seen": self.ctx.clock(), "health": health}
         if body.get("reported") is not None:
             values["reported"] = _document(body["reported"], "reported")
+            values.update(release_columns(values["reported"]))
         if isinstance(body.get("agentVersion"), str) and len(body["agentVersion"]) <= 64:
             values["agent_version"] = body["agentVersion"]
         waiting = await asyncio.wrap_future(self.writer.submit(machine, values))
@@ -414,7 +428,12 @@ def agent_router(
             vm = get_vm(conn, sub, group, name)
             vm_id = str(vm.get("id") or body["machine"])
             key = vm_id.lower()
-            values = {"last_seen": now, "agent_version": version, "reported": reported}
+            values = {
+                "last_seen": now,
+                "agent_version": version,
+                "reported": reported,
+                **release_columns(reported),
+            }
             known = conn.execute(
                 select(machines.c.resource_id).where(machines.c.resource_id == key)
             ).first()

@@ -24,6 +24,9 @@ from pyhotpatch.server.arm._groups import groups_router
 from pyhotpatch.server.arm._middleware import ArmMiddleware
 from pyhotpatch.server.arm._providers import providers_router
 from pyhotpatch.server.arm._subscriptions import subscriptions_router
+from pyhotpatch.server.orchestrator._fleet import backfill
+from pyhotpatch.server.orchestrator._orchestrator import Orchestrator
+from pyhotpatch.server.orchestrator._routes import orchestrator_router
 
 log = logging.getLogger("pyhotpatch.server")
 
@@ -34,28 +37,49 @@ def create_app(
     admin_token: str,
     refresh_seconds: float = 60.0,
     arm: ArmSettings | None = None,
+    orchestrate_seconds: float | None = 30.0,
 ) -> FastAPI:
     """The control plane's API around ``catalog``.
 
     While it runs, a background thread re-signs TUF metadata before it expires
-    (checked every ``refresh_seconds``), so agents never see a frozen repository.
+    (checked every ``refresh_seconds``), so agents never see a frozen repository, and
+    another runs the orchestrator's passes at least every ``orchestrate_seconds`` (None:
+    only when an administrator asks, ``POST /hotpatch/orchestrator/passes``).
     """
+    orchestrator = Orchestrator(catalog.engine, catalog.clock)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
-        worker = threading.Thread(
-            target=_keep_fresh,
-            args=(catalog, stop, refresh_seconds),
-            name="tuf-refresh",
-            daemon=True,
-        )
-        worker.start()
+        with catalog.engine.begin() as conn:
+            added = backfill(conn, catalog.clock())
+        if added:
+            log.info("copied %d machines into the orchestrator's fleet", added)
+        workers = [
+            threading.Thread(
+                target=_keep_fresh,
+                args=(catalog, stop, refresh_seconds),
+                name="tuf-refresh",
+                daemon=True,
+            )
+        ]
+        if orchestrate_seconds is not None:
+            workers.append(
+                threading.Thread(
+                    target=_orchestrate,
+                    args=(orchestrator, stop, orchestrate_seconds),
+                    name="orchestrator",
+                    daemon=True,
+                )
+            )
+        for worker in workers:
+            worker.start()
         try:
             yield
         finally:
             stop.set()
-            worker.join(timeout=10)
+            for worker in workers:
+                worker.join(timeout=10)
 
     app = FastAPI(
         title="pyhotpatch control plane",
@@ -78,9 +102,29 @@ def create_app(
     app.include_router(providers_router(ctx, auth))
     app.include_router(groups_router(ctx, auth))
     install_agent_routes(app, ctx, auth)  # agent protocol, patch operations; heartbeat first
+    app.include_router(orchestrator_router(ctx, auth, orchestrator))
+    app.state.orchestrator = orchestrator
     document_bodies(app)
     app.add_middleware(ArmMiddleware, engine=catalog.engine, clock=catalog.clock)
     return app
+
+
+def _orchestrate(orchestrator: Orchestrator, stop: threading.Event, every: float) -> None:
+    failing = False
+    while True:
+        wait = every
+        try:
+            upcoming = orchestrator.tick()
+            wait = min(every, max((upcoming - orchestrator.clock()).total_seconds(), 1.0))
+            if failing:
+                log.info("orchestrator passes work again")
+            failing = False
+        except Exception:
+            if not failing:
+                log.exception("an orchestrator pass failed; retrying every %.0f s", every)
+            failing = True
+        if stop.wait(wait):
+            return
 
 
 def _keep_fresh(catalog: Catalog, stop: threading.Event, every: float) -> None:

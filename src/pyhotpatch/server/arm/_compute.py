@@ -64,6 +64,7 @@ from pyhotpatch.server.arm._vm_model import (
     reported_image,
     request_object,
 )
+from pyhotpatch.server.orchestrator._fleet import forget_machine, sync_machine
 from pyhotpatch.storage import serialized
 from pyhotpatch.storage._tables import machines, products, resources
 
@@ -287,7 +288,12 @@ def instance_view_of(conn: Connection, ctx: ArmContext, model: dict[str, Any]) -
 def _agent_row(conn: Connection, vm_id: str) -> Any:
     return conn.execute(
         select(
-            machines.c.last_seen, machines.c.health, machines.c.reported, machines.c.agent_version
+            machines.c.last_seen,
+            machines.c.health,
+            machines.c.reported,
+            machines.c.agent_version,
+            machines.c.baseline,
+            machines.c.rejoin_after,
         ).where(machines.c.resource_id == vm_id.lower())
     ).first()
 
@@ -308,7 +314,11 @@ def machine_document(conn: Connection, model: dict[str, Any]) -> dict[str, Any]:
     upgraded (``upgradeTo``, ``upgradeImage``). Read on ``conn``, so it may be called inside
     a transaction.
     """
-    image = reported_image(_reported(_agent_row(conn, model["id"]))) or model_image(model)
+    row = _agent_row(conn, model["id"])
+    image = reported_image(_reported(row)) or model_image(model)
+    enrolment = hotpatch_enrolment(
+        model, row.baseline if row else None, row.rejoin_after if row else None
+    )
     catalog = CatalogView.within(conn)
     product = catalog.product_for_image(**image) if image is not None else None
     upgrade = catalog.product_named(product.upgrade_to) if product and product.upgrade_to else None
@@ -325,7 +335,9 @@ def machine_document(conn: Connection, model: dict[str, Any]) -> dict[str, Any]:
         "upgradeTo": product.upgrade_to if product is not None else None,
         "upgradeImage": upgrade.images[0].to_json() if upgrade and upgrade.images else None,
         "patchMode": settings.get("patchMode"),
-        "enableHotpatching": settings.get("enableHotpatching") is True,
+        # hotpatch turned back on takes effect at the machine's next baseline
+        "enableHotpatching": enrolment == "Enabled",
+        "hotpatchEnrolment": enrolment,
         "environment": environment(model),
     }
 
@@ -361,10 +373,50 @@ def hotpatch_status(conn: Connection, ctx: ArmContext, model: dict[str, Any]) ->
         "activeHotpatch": _text(reported.get("activeHotpatch")),
         "transition": transition if isinstance(transition, (dict, list)) else None,
         "hotpatchEnabled": enabled,
+        "enrolment": hotpatch_enrolment(
+            model, row.baseline if row else None, row.rejoin_after if row else None
+        ),
         "agentVersion": (row.agent_version if row is not None else None)
         or _text(reported.get("agentVersion"), 64),
         "workers": workers if isinstance(workers, (dict, list)) else None,
     }
+
+
+def _hotpatch_switched(
+    conn: Connection, key: str, before: dict[str, Any], after: dict[str, Any]
+) -> None:
+    """Turning hotpatch off unenrols at once; turning it back on waits for the next baseline.
+
+    The baseline the machine runs when hotpatch comes back on is remembered
+    (``rejoin_after``): until the machine runs a newer one, it keeps taking restart-based
+    updates.
+    """
+    was = patch_settings(before).get("enableHotpatching") is True
+    now_on = patch_settings(after).get("enableHotpatching") is True
+    if was == now_on:
+        return
+    baseline = None
+    if now_on:
+        baseline = conn.execute(
+            select(machines.c.baseline).where(machines.c.resource_id == key)
+        ).scalar()
+    conn.execute(
+        update(machines).where(machines.c.resource_id == key).values(rejoin_after=baseline)
+    )
+
+
+def hotpatch_enrolment(
+    model: dict[str, Any], baseline: str | None, rejoin_after: str | None
+) -> str:
+    """The machine's hotpatch enrolment as Azure names it: Enabled, Pending or Disabled.
+
+    ``Pending``: hotpatch was turned back on and waits for the machine's next baseline.
+    """
+    if patch_settings(model).get("enableHotpatching") is not True:
+        return "Disabled"
+    if rejoin_after is not None and rejoin_after == baseline:
+        return "Pending"
+    return "Enabled"
 
 
 def set_image(
@@ -374,13 +426,15 @@ def set_image(
     now: datetime,
     *,
     baseline: str | None = None,
+    enrol: bool = False,
 ) -> bool:
     """Point the machine's ``imageReference`` at ``image`` after its stack was upgraded.
 
     ``publisher``, ``offer`` and ``sku`` change; ``version`` stays. A ``latest`` image's
     ``exactVersion`` becomes ``baseline`` (the new stack's baseline, when the agent named it)
     or goes. Clients cannot change an image (a PUT's change is 409), so this is the only way
-    it changes. False if the machine no longer exists.
+    it changes. With ``enrol`` (a scheduled upgrade), the machine is enrolled in hotpatch:
+    ``AutomaticByPlatform`` with hotpatching enabled. False if the machine no longer exists.
     """
     key = vm_id.lower()
     serialized(conn, _lock(key.split("/")[2]))
@@ -401,10 +455,24 @@ def set_image(
             reference["exactVersion"] = baseline
     storage["imageReference"] = reference
     properties["storageProfile"] = storage
+    if enrol:
+        profile = dict(properties.get("osProfile") or {})
+        config_key = (
+            "linuxConfiguration" if "linuxConfiguration" in profile else ("windowsConfiguration")
+        )
+        config = dict(profile.get(config_key) or {})
+        patch = dict(config.get("patchSettings") or {})
+        patch.update({"patchMode": "AutomaticByPlatform", "enableHotpatching": True})
+        config["patchSettings"] = patch
+        profile[config_key] = config
+        properties["osProfile"] = profile
     model, etag = _with_etag({**model, "properties": properties})
     conn.execute(
         update(resources).where(resources.c.id == key).values(body=model, etag=etag, updated=now)
     )
+    product = CatalogView.within(conn).product_for_image(**image)
+    sync_machine(conn, model, product.name if product is not None else None, now)
+    conn.execute(update(machines).where(machines.c.resource_id == key).values(rejoin_after=None))
     return True
 
 
@@ -531,6 +599,11 @@ def compute_router(ctx: ArmContext, auth: Authenticator) -> APIRouter:
             now=now,
             new=row is None,
         )
+        image = model_image(model)
+        product = catalog.product_for_image(**image) if image is not None else None
+        sync_machine(conn, model, product.name if product is not None else None, now)
+        if existing is not None:
+            _hotpatch_switched(conn, key, existing, model)
         return model, etag, row is None
 
     @router.put(vm_one)
@@ -635,6 +708,7 @@ def compute_router(ctx: ArmContext, auth: Authenticator) -> APIRouter:
         with ctx.engine.begin() as conn:
             serialized(conn, _lock(sub))
             conn.execute(delete(resources).where(resources.c.id == key))
+            forget_machine(conn, key)
         return Response(status_code=200)
 
     def list_vms(

@@ -42,7 +42,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from pyhotpatch.catalog._selection import parse_duration
 from pyhotpatch.package import CLASSIFICATIONS
@@ -72,8 +72,8 @@ ASSESS_TIMEOUT = timedelta(minutes=10)
 INSTALL_GRACE = timedelta(minutes=15)
 #: the longest ``maximumDuration`` accepted, and the one used when none is given
 MAX_DURATION = timedelta(hours=4)
-#: how long finished operations' history is kept per machine (the portal shows 30 days)
-HISTORY_KEPT = timedelta(days=90)
+#: how long finished operations and their history are kept (the portal shows 30 days)
+HISTORY_KEPT = timedelta(days=30)
 #: the largest request body these routes read
 MAX_BODY = 1 << 20
 
@@ -83,6 +83,8 @@ REVERT_TIMEOUT = timedelta(minutes=30)
 UPGRADE_TIMEOUT = timedelta(hours=4)
 
 ASSESS, INSTALL = "assessPatches", "installPatches"
+#: who started a piece of agent work: the orchestrator, or an operator's request
+AUTO, ON_DEMAND = "auto", "on-demand"
 REVERT, UPGRADE = "revertHotpatch", "upgradeStack"
 #: work an agent does outside any ARM operation; one such item at a time per machine
 AGENT_WORK = (REVERT, UPGRADE)
@@ -639,7 +641,10 @@ def record(
     result: dict[str, Any],
     now: datetime,
 ) -> None:
-    """Make ``result`` the machine's latest assessment or installation and add it to history."""
+    """Make ``result`` the machine's latest assessment or installation and add it to history.
+
+    History older than ``HISTORY_KEPT`` is pruned by the orchestrator, once an hour.
+    """
     stored = {**result, "lastModifiedTime": _iso(now)}
     column = "assessment" if kind == ASSESS else "installation"
     conn.execute(update(machines).where(machines.c.resource_id == machine).values({column: stored}))
@@ -652,11 +657,6 @@ def record(
             ended=now,
             status=str(result.get("status", "Unknown")),
             result=result,
-        )
-    )
-    conn.execute(
-        delete(patch_history).where(
-            patch_history.c.machine == machine, patch_history.c.started < now - HISTORY_KEPT
         )
     )
 
@@ -775,11 +775,20 @@ def complete(
         result = output
     if status == SUCCEEDED and result is None:
         raise _bad_output("A succeeded result needs its 'output'.", "output")
+    if item.kind == INSTALL and result is not None:
+        result = {**result, **how_installed(item)}
     if status == SUCCEEDED and item.kind == UPGRADE:
         assert result is not None
         result = _upgrade_output(conn, item, result)
         # the machine now runs the new product's image: hotpatching can be enabled on it
-        set_image(conn, item.machine, result["image"], now, baseline=result.get("baseline"))
+        set_image(
+            conn,
+            item.machine,
+            result["image"],
+            now,
+            baseline=result.get("baseline"),
+            enrol=item.payload.get("enrol") is True,
+        )
     failure = None
     if status == FAILED:
         failure = (
@@ -840,6 +849,28 @@ def _upgrade_output(
     if baseline is not None:
         found["baseline"] = baseline.upper()
     return found
+
+
+def how_installed(item: _queue.WorkItem) -> dict[str, Any]:
+    """What an installation's result says about how it was started.
+
+    On-demand installs (``installPatches``) skip the availability-first rollout and the
+    machine's off-peak window, as Azure's do, and say so; automatic ones name their rollout.
+    """
+    if item.trigger == AUTO:
+        return {
+            "installationTrigger": "Automatic",
+            "availabilityFirst": True,
+            "offPeakWindow": True,
+            "rollout": item.payload.get("rollout"),
+        }
+    return {
+        "installationTrigger": "OnDemand",
+        "availabilityFirst": False,
+        "offPeakWindow": False,
+        "note": "Installed on demand: the availability-first rollout and the machine's "
+        "off-peak window do not apply.",
+    }
 
 
 def status_body(row: Any) -> dict[str, Any]:
@@ -912,7 +943,7 @@ def start(
     }
     if kind == INSTALL:
         payload["maximumDuration"] = parameters.get("maximumDuration", "PT4H")
-    _queue.enqueue(conn, machine, kind, payload, now, operation=operation)
+    _queue.enqueue(conn, machine, kind, payload, now, operation=operation, trigger=ON_DEMAND)
     return operation, location
 
 
@@ -948,7 +979,8 @@ def queue_work(
                 f"finished '{item.kind}' (work item {item.id}).",
             )
     timeout = REVERT_TIMEOUT if kind == REVERT else UPGRADE_TIMEOUT
-    return _queue.enqueue(conn, machine, kind, {**payload, "deadline": _iso(now + timeout)}, now)
+    body = {**payload, "deadline": _iso(now + timeout)}
+    return _queue.enqueue(conn, machine, kind, body, now, trigger=ON_DEMAND)
 
 
 # --- routes -----------------------------------------------------------------------------------

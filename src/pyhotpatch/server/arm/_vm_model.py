@@ -40,6 +40,7 @@ from typing import Any
 from pyhotpatch.catalog._model import Product
 from pyhotpatch.server._errors import ApiError
 from pyhotpatch.server.arm._providers import REGIONS, normalize_location
+from pyhotpatch.server.orchestrator._windows import Window
 
 VM_TYPE = "Microsoft.Compute/virtualMachines"
 AS_TYPE = "Microsoft.Compute/availabilitySets"
@@ -47,6 +48,8 @@ AS_TYPE = "Microsoft.Compute/availabilitySets"
 ENVIRONMENT_TAG = "hotpatch-environment"
 ENVIRONMENTS = ("DevTest", "Production")
 DEFAULT_ENVIRONMENT = "Production"
+#: the tag that gives a machine its own off-peak window, e.g. ``01:00-05:00`` (local time)
+WINDOW_TAG = "hotpatch-maintenance-window"
 #: Compute api-versions older than this cannot create or update hotpatch-compatible VMs
 HOTPATCH_MIN_API = "2020-06-01"
 #: an agent that reported within this long counts as running
@@ -386,6 +389,15 @@ def tags_of(value: Any) -> dict[str, str]:
                     f"'{ENVIRONMENTS[0]}', '{ENVIRONMENTS[1]}'.",
                 )
             tags[key] = known
+        elif key.lower() == WINDOW_TAG:
+            try:
+                tags[key] = str(Window.parse(tag))
+            except ValueError:
+                raise invalid(
+                    f"tags.{key}",
+                    f"The value '{tag}' of tag '{key}' is not valid: give the machine's "
+                    "off-peak window in its local time as HH:MM-HH:MM, such as '22:00-06:00'.",
+                ) from None
     return tags
 
 

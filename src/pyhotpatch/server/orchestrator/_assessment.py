@@ -1,0 +1,170 @@
+"""Automatic assessment: what each running machine lacks, every few days, in bulk.
+
+The agent reports what it runs (its baseline and active hotpatch) with every heartbeat,
+and the catalog says what has been published for that line, so the control plane can tell
+what a machine lacks without asking it. An assessment cycle (every
+``assess_cycle_minutes``) takes the running machines whose next assessment is due,
+computes each one's ``VirtualMachineAssessPatchesResult`` (in the shape an agent's answer
+is normalised to), and records it as the machine's latest assessment and in its history, a
+page of machines per statement. A machine that was off is due when it comes back, so it is
+assessed at the first cycle after. ``assessPatches`` (an operator's Assess now) still asks
+the agent itself.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
+
+from pyhotpatch.server.arm._operations import ASSESS, normalize_result
+from pyhotpatch.server.arm._vm_model import RUNNING_WINDOW
+from pyhotpatch.server.orchestrator import _fleet
+from pyhotpatch.server.orchestrator._releases import Releases
+from pyhotpatch.server.orchestrator._settings import Settings
+from pyhotpatch.storage._tables import machines, patch_history
+
+#: machines assessed per statement
+PAGE = 2000
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def assessment(
+    found: Releases, machine: _fleet.Machine, now: datetime, *, reboot_pending: bool
+) -> dict[str, Any]:
+    """The assessment result of ``machine``: every release of its line it lacks."""
+    patches = [
+        {
+            "kbId": release.kb,
+            "name": release.title or release.kb,
+            "classifications": list(release.classifications),
+            "rebootBehavior": release.reboot_behavior,
+            "publishedDate": _iso(release.published),
+        }
+        for release in found.lacking(machine, now, security_only=False)
+    ]
+    output = {
+        "status": "Succeeded",
+        "assessmentActivityId": str(uuid.uuid4()),
+        "rebootPending": reboot_pending,
+        "availablePatches": patches,
+        "startDateTime": _iso(now),
+    }
+    return normalize_result(ASSESS, output, windows=machine.os_type != "Linux", started=now)
+
+
+class _Assessor:
+    """Assessments of one cycle: machines that run the same thing get the same patches."""
+
+    def __init__(self, found: Releases, now: datetime) -> None:
+        self.found = found
+        self.now = now
+        self.known: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def __call__(self, machine: _fleet.Machine, reboot_pending: bool) -> dict[str, Any]:
+        """``assessment`` of ``machine``, with its own activity id."""
+        key = (
+            machine.product,
+            machine.baseline,
+            machine.active_hotpatch,
+            machine.os_type,
+            reboot_pending,
+        )
+        template = self.known.get(key)
+        if template is None:
+            template = assessment(self.found, machine, self.now, reboot_pending=reboot_pending)
+            self.known[key] = template
+        activity = str(uuid.uuid4())
+        return {
+            **template,
+            "assessmentActivityId": activity,
+            "availablePatches": [
+                {**patch, "activityId": activity} for patch in template["availablePatches"]
+            ],
+        }
+
+
+def run_cycle(conn: Connection, now: datetime, settings: Settings, found: Releases) -> int:
+    """Assess every running machine that is due; how many were assessed."""
+    alive = now - RUNNING_WINDOW
+    done = 0
+    assess = _Assessor(found, now)
+    while True:
+        due = [
+            row.resource_id
+            for row in conn.execute(
+                select(machines.c.resource_id)
+                .where(
+                    or_(machines.c.next_assessment.is_(None), machines.c.next_assessment <= now),
+                    machines.c.last_seen >= alive,
+                )
+                .order_by(machines.c.resource_id)
+                .limit(PAGE)
+            )
+        ]
+        if not due:
+            return done
+        pending = {
+            row.resource_id: row.installation
+            for row in conn.execute(
+                select(machines.c.resource_id, machines.c.installation).where(
+                    machines.c.resource_id.in_(due)
+                )
+            )
+        }
+        updates, history = [], []
+        assessed = set()
+        for machine in _fleet.enrolled(conn, ids=due):
+            installation = pending.get(machine.id)
+            reboot = isinstance(installation, dict) and installation.get("rebootStatus") == (
+                "Required"
+            )
+            result = assess(machine, reboot)
+            updates.append(
+                {
+                    "key": machine.id,
+                    "result": {**result, "lastModifiedTime": _iso(now)},
+                    "due": now + settings.assess_every(machine.assessment_mode),
+                }
+            )
+            history.append(
+                {
+                    "machine": machine.id,
+                    "operation": None,
+                    "kind": "assessment",
+                    "started": now,
+                    "ended": now,
+                    "status": result["status"],
+                    "result": result,
+                }
+            )
+            assessed.add(machine.id)
+        # a machine that has no fleet row (its model is gone) waits a day rather than spin
+        for key in set(due) - assessed:
+            updates.append({"key": key, "result": None, "due": now + timedelta(days=1)})
+        assessed_rows = [u for u in updates if u["result"] is not None]
+        if assessed_rows:
+            conn.execute(
+                update(machines)
+                .where(machines.c.resource_id == bindparam("key"))
+                .values(assessment=bindparam("result"), next_assessment=bindparam("due")),
+                assessed_rows,
+            )
+        rest = [u for u in updates if u["result"] is None]
+        if rest:
+            conn.execute(
+                update(machines)
+                .where(machines.c.resource_id == bindparam("key"))
+                .values(next_assessment=bindparam("due")),
+                rest,
+            )
+        if history:
+            conn.execute(insert(patch_history), history)
+        done += len(assessed)
+        if len(due) < PAGE:
+            return done

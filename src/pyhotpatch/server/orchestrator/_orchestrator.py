@@ -1,0 +1,1231 @@
+"""The orchestrator: automatic assessment and availability-first rollouts, pass by pass.
+
+``Orchestrator.tick`` is one pass over the world, on the injected clock; the server calls
+it from a background thread, the simulator on a virtual clock. Each step is its own short
+transaction that holds the ``orchestrator`` lock, re-reads what it decides on, and is
+idempotent, so a killed server resumes where it stopped and two server processes never
+dispatch the same work twice. The steps:
+
+1. **settle**: installs and reverts whose agent work finished move on (succeeded, failed
+   and retried in a later window, reverted); a batch whose installs all ended bakes;
+2. **judge**: a batch that has baked meets the health gate; past its threshold the
+   rollout halts, its release is marked halted, operators are told, and every hotpatch
+   it installed is reverted;
+3. **open**: a newly available Critical or Security release gets a rollout, its regions
+   planned in phases (geo-pairs apart); older rollouts of its line are superseded;
+4. **dispatch**: in each region of an open phase, with no batch in flight in the region
+   and none of the rollout's in a paired region, the next batch is composed from machines
+   that may install now (running, in their window, DevTest before Production after the
+   soak) under the admission rules, and queued; rings and phases advance as they finish;
+5. **upgrades** and **assessments** due are queued; history older than 30 days is pruned.
+
+Every state change goes through ``_rules``; every install event goes to ``on_event``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
+
+from pyhotpatch.catalog._selection import kb_digits
+from pyhotpatch.clock import Clock
+from pyhotpatch.server import _queue
+from pyhotpatch.server._errors import ApiError
+from pyhotpatch.server.arm._compute import machine_document, vm_by_id
+from pyhotpatch.server.arm._operations import (
+    HISTORY_KEPT,
+    expire,
+    upgrade_payload,
+)
+from pyhotpatch.server.orchestrator import _dispatch, _fleet
+from pyhotpatch.server.orchestrator._assessment import run_cycle
+from pyhotpatch.server.orchestrator._batches import Draft, compose
+from pyhotpatch.server.orchestrator._fleet import Machine
+from pyhotpatch.server.orchestrator._regions import paired, parse_pairs, plan_phases
+from pyhotpatch.server.orchestrator._releases import HOTPATCH, RESTART, ReleaseLine, Releases
+from pyhotpatch.server.orchestrator._rules import (
+    ACTIVE,
+    BAKING,
+    BATCH,
+    BATCH_OPEN,
+    CANCELED,
+    COMPLETED,
+    DEVTEST,
+    FAILED,
+    HALTED,
+    INSTALLING,
+    PASSED,
+    PAUSED,
+    PRODUCTION,
+    REVERTED,
+    REVERTING,
+    ROLLOUT,
+    SUCCEEDED,
+    SUPERSEDED,
+    Facts,
+    Transition,
+    allowed,
+    require,
+)
+from pyhotpatch.server.orchestrator._rules import (
+    INSTALL as INSTALL_ENTITY,
+)
+from pyhotpatch.server.orchestrator._settings import Settings, load
+from pyhotpatch.server.orchestrator._windows import Window, closes_at, next_opening, zone
+from pyhotpatch.storage import serialized
+from pyhotpatch.storage._tables import (
+    fleet_machines,
+    machines,
+    notices,
+    operations,
+    patch_history,
+    releases,
+    rollout_batches,
+    rollout_installs,
+    rollout_regions,
+    rollouts,
+    work_items,
+)
+
+log = logging.getLogger("pyhotpatch.orchestrator")
+
+Event = dict[str, Any]
+EventSink = Callable[[Event], None]
+
+#: a failed install's state
+REVERT_FAILED = "revert-failed"
+#: the name of the lock every step holds
+LOCK = "orchestrator"
+#: machines examined per assessment page
+ASSESS_PAGE = 2000
+#: how long a pass may be put off when nothing is due sooner
+IDLE = timedelta(minutes=15)
+#: how long a region with nothing to do now is left alone at most (new machines in it,
+#: changed environments, are found by then)
+RECHECK = timedelta(hours=6)
+#: how soon a region looks again at a switched-off machine whose window is open
+OFF_RECHECK = timedelta(minutes=30)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _WindowCache:
+    """Off-peak windows of one pass: computed once per (zone, window), not per machine."""
+
+    now: datetime
+    fleet: Window
+    found: dict[tuple[str, str | None], tuple[datetime | None, datetime]] = field(
+        default_factory=dict
+    )
+
+    def lookup(self, machine: Machine) -> tuple[datetime | None, datetime]:
+        """When the machine's open window closes (None: closed now) and when it next opens."""
+        key = (machine.time_zone, machine.window)
+        hit = self.found.get(key)
+        if hit is None:
+            window = machine.off_peak(self.fleet)
+            tz = zone(machine.time_zone)
+            closing = closes_at(window, tz, self.now)
+            if closing is None:
+                hit = (None, next_opening(window, tz, self.now))
+            else:
+                hit = (closing, next_opening(window, tz, closing))
+            self.found[key] = hit
+        return hit
+
+    def left(self, machine: Machine) -> timedelta | None:
+        """How long the machine's window stays open from now; None when it is closed."""
+        closing, _ = self.lookup(machine)
+        return None if closing is None else closing - self.now
+
+
+@dataclass
+class _Install:
+    state: str
+    attempts: int
+    retry_after: datetime | None
+    batch: int | None
+
+
+class Orchestrator:
+    """Runs automatic patching of the whole fleet, one ``tick`` at a time."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        *,
+        on_event: EventSink | None = None,
+        idle: timedelta = IDLE,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.on_event = on_event
+        self.idle = idle
+        #: (rollout, region) → when the region may next have something to do, and how many
+        #: of its targets were outstanding then; cleared when one of its batches passes
+        self._region_wake: dict[tuple[int, str], tuple[datetime, int]] = {}
+        self._pruned: datetime | None = None
+        self._assessed: datetime | None = None
+        #: (rollout, region) → its targets still without the release, when last counted
+        self._remaining: dict[tuple[int, str], int] = {}
+        #: product → machines per region, counted once per pass
+        self._counts: dict[str, dict[str, int]] = {}
+        #: rollout → when the fleet was last searched for regions its plan lacks
+        self._regions_checked: dict[int, datetime] = {}
+
+    # --- the pass ----------------------------------------------------------------------------
+
+    def tick(self) -> datetime:
+        """Run one pass of every step; when the orchestrator next has something to do.
+
+        The pass is one transaction under the ``orchestrator`` lock: it sees one state of
+        the world and leaves the next one whole.
+        """
+        now = self.clock()
+        wake = [now + self.idle]
+        self._counts.clear()
+        with self.engine.begin() as conn:
+            serialized(conn, LOCK)
+            settings = load(conn)
+            found = Releases.read(conn)
+            self._settle(conn, now, settings)
+            wake.extend(self._judge(conn, now))
+            self._open(conn, now, settings, found)
+            self._revert(conn, now)
+            wake.extend(self._rollouts(conn, now, found, settings))
+            self._upgrades(conn, now, settings)
+            wake.extend(self._assess(conn, now, settings, found))
+            self._prune(conn, now)
+        return max(min(wake), now)
+
+    def _emit(
+        self,
+        machine: Machine,
+        release: str,
+        kind: str,
+        event: str,
+        now: datetime,
+        *,
+        trigger: str = "auto",
+        healthy: bool | None = None,
+    ) -> None:
+        if self.on_event is None:
+            return
+        self.on_event(
+            {
+                "time": _iso(now),
+                "machine": machine.id,
+                "subscription": machine.subscription,
+                "environment": machine.environment,
+                "region": machine.region,
+                "zone": machine.zone,
+                "availabilitySet": machine.availability_set,
+                "updateDomain": machine.update_domain,
+                "timeZone": machine.time_zone,
+                "release": release,
+                "kind": kind,
+                "trigger": trigger,
+                "event": event,
+                "healthy": healthy,
+            }
+        )
+
+    def _notice(
+        self,
+        conn: Connection,
+        now: datetime,
+        level: str,
+        subject: str,
+        message: str,
+        *,
+        rollout: int | None = None,
+        release: str | None = None,
+    ) -> None:
+        conn.execute(
+            insert(notices).values(
+                at=now,
+                level=level,
+                rollout=rollout,
+                release=release,
+                subject=subject,
+                message=message,
+            )
+        )
+        (log.warning if level == "warning" else log.info)("%s: %s", subject, message)
+
+    # --- 1. settle ----------------------------------------------------------------------------
+
+    def _settle(self, conn: Connection, now: datetime, settings: Settings) -> None:
+        """Move installs and reverts whose work finished; let finished batches bake."""
+        for stale in _stale(conn, now):
+            expire(conn, stale, now)
+        rows = conn.execute(
+            select(
+                rollout_installs,
+                work_items.c.state.label("work_state"),
+                work_items.c.result.label("outcome"),
+                rollouts.c.release,
+                rollouts.c.state.label("rollout_state"),
+                rollouts.c.settings.label("rollout_settings"),
+            )
+            .join(work_items, work_items.c.id == rollout_installs.c.work)
+            .join(rollouts, rollouts.c.id == rollout_installs.c.rollout)
+            .where(
+                rollout_installs.c.state.in_((INSTALLING, REVERTING)),
+                work_items.c.state.in_((_queue.DONE, _queue.FAILED)),
+            )
+        ).all()
+        if not rows:
+            return
+        found = {m.id: m for m in _fleet.enrolled(conn, ids=[r.machine for r in rows], health=True)}
+        windows = _WindowCache(now, settings.fleet_window)
+        batches: set[int] = set()
+        for row in rows:
+            machine = found.get(row.machine)
+            outcome = row.outcome if isinstance(row.outcome, dict) else {}
+            key = and_(
+                rollout_installs.c.rollout == row.rollout,
+                rollout_installs.c.machine == row.machine,
+            )
+            if row.state == REVERTING:
+                ok = row.work_state == _queue.DONE and outcome.get("status") == "Succeeded"
+                state = REVERTED if ok else REVERT_FAILED
+                conn.execute(
+                    update(rollout_installs)
+                    .where(key)
+                    .values(state=state, ended=now, error=None if ok else outcome.get("error"))
+                )
+                if machine is not None and ok:
+                    self._emit(
+                        machine,
+                        row.release,
+                        row.kind,
+                        "revert",
+                        now,
+                        healthy=machine.health != "Unhealthy",
+                    )
+                if not ok:
+                    self._notice(
+                        conn,
+                        now,
+                        "warning",
+                        f"revert of {row.release} failed",
+                        f"The hotpatch {row.release} could not be reverted on "
+                        f"{row.machine}: {outcome.get('error')}",
+                        rollout=row.rollout,
+                        release=row.release,
+                    )
+                continue
+            installed, restarted, error = _read_install(outcome, row.release)
+            healthy = None if machine is None else machine.health != "Unhealthy"
+            if installed:
+                conn.execute(
+                    update(rollout_installs)
+                    .where(key)
+                    .values(state=SUCCEEDED, ended=now, error=None, healthy=healthy)
+                )
+                if machine is not None:
+                    if restarted:
+                        self._emit(machine, row.release, row.kind, "restart", now, healthy=healthy)
+                    self._emit(machine, row.release, row.kind, "end", now, healthy=healthy)
+            else:
+                retry = now
+                if machine is not None:
+                    closing, _ = windows.lookup(machine)
+                    retry = closing or now
+                conn.execute(
+                    update(rollout_installs)
+                    .where(key)
+                    .values(
+                        state=FAILED,
+                        ended=now,
+                        error=error,
+                        retry_after=retry,
+                        healthy=healthy,
+                    )
+                )
+                if machine is not None:
+                    self._emit(machine, row.release, row.kind, "fail", now, healthy=healthy)
+            if row.batch is not None:
+                batches.add(row.batch)
+        for batch in batches:
+            self._maybe_bake(conn, batch, now)
+
+    def _maybe_bake(self, conn: Connection, batch: int, now: datetime) -> None:
+        counts = Counter(
+            state
+            for (state,) in conn.execute(
+                select(rollout_installs.c.state).where(rollout_installs.c.batch == batch)
+            )
+        )
+        facts = Facts(now=now, installs_open=counts[INSTALLING])
+        if allowed(Transition(BATCH, INSTALLING, BAKING, facts)):
+            conn.execute(
+                update(rollout_batches)
+                .where(rollout_batches.c.id == batch, rollout_batches.c.state == INSTALLING)
+                .values(state=BAKING, installed=now, failed=counts[FAILED])
+            )
+
+    # --- 2. judge -----------------------------------------------------------------------------
+
+    def _judge(self, conn: Connection, now: datetime) -> list[datetime]:
+        """Judge batches that have baked; halt rollouts past the gate. Future bake ends."""
+        wake: list[datetime] = []
+        rows = conn.execute(
+            select(
+                rollout_batches,
+                rollouts.c.settings,
+                rollouts.c.release,
+                rollouts.c.state.label("rollout_state"),
+            )
+            .join(rollouts, rollouts.c.id == rollout_batches.c.rollout)
+            .where(rollout_batches.c.state == BAKING)
+        ).all()
+        for row in rows:
+            settings = Settings.from_json(row.settings)
+            bake_until = row.installed + settings.bake
+            if now < bake_until:
+                wake.append(bake_until)
+                continue
+            members = [
+                r.machine
+                for r in conn.execute(
+                    select(rollout_installs.c.machine).where(
+                        rollout_installs.c.batch == row.id,
+                        rollout_installs.c.state.in_((SUCCEEDED, REVERTING, REVERTED)),
+                    )
+                )
+            ]
+            found = list(_fleet.enrolled(conn, ids=members, health=True)) if members else []
+            sick = [m for m in found if not m.running(now) or m.health == "Unhealthy"]
+            sick_ids = {m.id for m in sick}
+            for m in found:
+                conn.execute(
+                    update(rollout_installs)
+                    .where(
+                        rollout_installs.c.rollout == row.rollout,
+                        rollout_installs.c.machine == m.id,
+                    )
+                    .values(healthy=m.id not in sick_ids)
+                )
+            size = row.size
+            if row.number == 1:
+                limit = settings.first_batch_unhealthy
+            else:
+                limit = math.floor(size * settings.unhealthy_percent / 100)
+            facts = Facts(
+                now=now, bake_until=bake_until, unhealthy=len(sick), size=size, limit=limit
+            )
+            if allowed(Transition(BATCH, BAKING, PASSED, facts)):
+                conn.execute(
+                    update(rollout_batches)
+                    .where(rollout_batches.c.id == row.id)
+                    .values(state=PASSED, judged=now, unhealthy=len(sick))
+                )
+                self._region_wake.pop((row.rollout, row.region), None)
+                continue
+            reason = (
+                f"batch {row.number} in {row.region} ({row.ring}, zone {row.zone or 'none'}): "
+                f"{len(sick)} of {size} machines unhealthy after installing {row.release} "
+                f"(at most {limit} tolerated): "
+                + ", ".join(sorted(m.id.rsplit("/", 1)[-1] for m in sick)[:5])
+            )
+            conn.execute(
+                update(rollout_batches)
+                .where(rollout_batches.c.id == row.id)
+                .values(state=FAILED, judged=now, unhealthy=len(sick), reason=reason)
+            )
+            if row.rollout_state in (ACTIVE, PAUSED):
+                self._halt(conn, row.rollout, row.rollout_state, row.release, reason, now)
+        return wake
+
+    def _halt(
+        self, conn: Connection, rollout: int, state: str, release: str, reason: str, now: datetime
+    ) -> None:
+        require(
+            Transition(ROLLOUT, state, HALTED, Facts(now=now, rollout_state=state, reason=reason))
+        )
+        conn.execute(
+            update(rollouts)
+            .where(rollouts.c.id == rollout)
+            .values(state=HALTED, reason=reason, updated=now)
+        )
+        conn.execute(
+            update(releases).where(releases.c.kb == release).values(halted=now, halt_reason=reason)
+        )
+        self._notice(
+            conn,
+            now,
+            "warning",
+            f"rollout of {release} halted",
+            f"The health gate halted the rollout of {release}: {reason}. Hotpatches it "
+            "installed are being reverted.",
+            rollout=rollout,
+            release=release,
+        )
+
+    # --- 3. open ------------------------------------------------------------------------------
+
+    def _open(self, conn: Connection, now: datetime, settings: Settings, found: Releases) -> None:
+        """Open a rollout for every newly available automatic release; supersede older ones."""
+        existing = {
+            row.release: row
+            for row in conn.execute(select(rollouts.c.id, rollouts.c.release, rollouts.c.state))
+        }
+        for row in existing.values():
+            release = found.get(row.release)
+            if row.state in (ACTIVE, PAUSED) and release is not None and release.superseded_by:
+                self._supersede(conn, row.id, row.state, release, now)
+        for release in found.by_kb.values():
+            if release.kb in existing or release.available > now:
+                continue
+            if release.kind not in (HOTPATCH, "planned-baseline", "unplanned-baseline"):
+                continue
+            facts = Facts(
+                now=now,
+                classifications=release.classifications,
+                release_halted=release.halted is not None,
+                superseded_by=release.superseded_by,
+            )
+            if not allowed(Transition(ROLLOUT, None, ACTIVE, facts)):
+                continue
+            counts = self._region_counts(conn, release.product)
+            partners = paired(parse_pairs(settings.pairs))
+            phases = plan_phases(counts, partners)
+            result = conn.execute(
+                insert(rollouts).values(
+                    release=release.kb,
+                    product=release.product,
+                    state=ACTIVE,
+                    phases=phases,
+                    phase=0,
+                    settings=settings.to_json(),
+                    batches=0,
+                    published=release.published,
+                    deadline=release.published + settings.deadline,
+                    created=now,
+                    updated=now,
+                    reason=None,
+                )
+            )
+            key = result.inserted_primary_key
+            assert key is not None
+            rollout = int(key[0])
+            for number, regions in enumerate(phases):
+                for region in regions:
+                    _add_region(conn, rollout, region, number)
+            log.info(
+                "rollout %d of %s opened: %d phases over %d regions",
+                rollout,
+                release.kb,
+                len(phases),
+                sum(len(p) for p in phases),
+            )
+
+    def _region_counts(self, conn: Connection, product: str) -> dict[str, int]:
+        found = self._counts.get(product)
+        if found is None:
+            found = self._counts[product] = _fleet.region_counts(conn, product)
+        return found
+
+    def _supersede(
+        self, conn: Connection, rollout: int, state: str, release: ReleaseLine, now: datetime
+    ) -> None:
+        reason = f"superseded by {release.superseded_by}, which includes it"
+        require(
+            Transition(
+                ROLLOUT, state, SUPERSEDED, Facts(now=now, rollout_state=state, reason=reason)
+            )
+        )
+        conn.execute(
+            update(rollouts)
+            .where(rollouts.c.id == rollout)
+            .values(state=SUPERSEDED, reason=reason, updated=now)
+        )
+
+    # --- operator actions ---------------------------------------------------------------------
+
+    def change(self, rollout: int, to_state: str, *, reason: str | None = None) -> dict[str, Any]:
+        """Pause, resume or cancel ``rollout`` for an operator; its new row.
+
+        ``TransitionRefused`` says why it may not change; ``LookupError`` if it is unknown.
+        """
+        now = self.clock()
+        with self.engine.begin() as conn:
+            serialized(conn, LOCK)
+            row = conn.execute(select(rollouts).where(rollouts.c.id == rollout)).first()
+            if row is None:
+                raise LookupError(f"there is no rollout {rollout}")
+            halted = conn.execute(
+                select(releases.c.halted).where(releases.c.kb == row.release)
+            ).scalar()
+            facts = Facts(
+                now=now, rollout_state=row.state, reason=reason, release_halted=halted is not None
+            )
+            require(Transition(ROLLOUT, row.state, to_state, facts))
+            conn.execute(
+                update(rollouts)
+                .where(rollouts.c.id == rollout)
+                .values(
+                    state=to_state,
+                    updated=now,
+                    reason=reason if to_state == CANCELED else row.reason,
+                )
+            )
+            if to_state == CANCELED:
+                conn.execute(
+                    update(rollout_batches)
+                    .where(
+                        rollout_batches.c.rollout == rollout,
+                        rollout_batches.c.state.in_(BATCH_OPEN),
+                    )
+                    .values(state=CANCELED, judged=now, reason=reason)
+                )
+            self._region_wake = {k: v for k, v in self._region_wake.items() if k[0] != rollout}
+            changed = conn.execute(select(rollouts).where(rollouts.c.id == rollout)).one()
+            return dict(changed._mapping)
+
+    # --- revert after a halt -------------------------------------------------------------------
+
+    def _revert(self, conn: Connection, now: datetime) -> None:
+        """Queue the revert of every hotpatch a halted rollout installed."""
+        rows = conn.execute(
+            select(
+                rollout_installs.c.rollout,
+                rollout_installs.c.machine,
+                rollout_installs.c.kind,
+                rollouts.c.release,
+            )
+            .join(rollouts, rollouts.c.id == rollout_installs.c.rollout)
+            .where(
+                rollouts.c.state == HALTED,
+                rollout_installs.c.state == SUCCEEDED,
+                rollout_installs.c.kind.in_((HOTPATCH, RESTART)),
+            )
+        ).all()
+        if not rows:
+            return
+        busy = _busy(conn)
+        for row in rows:
+            machine = _fleet.machine(conn, row.machine)
+            if machine is None or not machine.running(now) or row.machine in busy:
+                continue  # tried again next pass
+            facts = Facts(now=now, kind=row.kind, rollout_state=HALTED)
+            if not allowed(Transition(INSTALL_ENTITY, SUCCEEDED, REVERTING, facts)):
+                continue
+            work = _dispatch.queue_revert(conn, row.machine, now, rollout=row.rollout)
+            busy.add(row.machine)
+            conn.execute(
+                update(rollout_installs)
+                .where(
+                    rollout_installs.c.rollout == row.rollout,
+                    rollout_installs.c.machine == row.machine,
+                )
+                .values(state=REVERTING, work=work)
+            )
+
+    # --- 4. rollouts: rings, phases, dispatch --------------------------------------------------
+
+    def _rollouts(
+        self, conn: Connection, now: datetime, found: Releases, fleet_settings: Settings
+    ) -> list[datetime]:
+        wake: list[datetime] = []
+        active = conn.execute(
+            select(rollouts).where(rollouts.c.state == ACTIVE).order_by(rollouts.c.id)
+        ).all()
+        if not active:
+            return wake
+        windows = _WindowCache(now, fleet_settings.fleet_window)
+        flight = _InFlight.read(conn)
+        for row in active:
+            release = found.get(row.release)
+            if release is None:
+                continue
+            settings = Settings.from_json(row.settings)
+            wake.extend(self._rollout(conn, now, row, release, found, settings, windows, flight))
+        return wake
+
+    def _rollout(
+        self,
+        conn: Connection,
+        now: datetime,
+        row: Any,
+        release: ReleaseLine,
+        found: Releases,
+        settings: Settings,
+        windows: _WindowCache,
+        flight: _InFlight,
+    ) -> list[datetime]:
+        wake: list[datetime] = []
+        regions = {
+            r.region: r
+            for r in conn.execute(
+                select(rollout_regions).where(rollout_regions.c.rollout == row.id)
+            )
+        }
+        phases: list[list[str]] = [list(p) for p in row.phases]
+        newcomers: list[str] = []
+        checked = self._regions_checked.get(row.id)
+        if checked is None or now - checked >= self.idle:
+            self._regions_checked[row.id] = now
+            newcomers = sorted(set(self._region_counts(conn, release.product)) - set(regions))
+        if newcomers:  # regions enrolled since the plan: a phase of their own, at the end
+            partners = paired(parse_pairs(settings.pairs))
+            for extra in plan_phases({r: 1 for r in newcomers}, partners):
+                for added in extra:
+                    _add_region(conn, row.id, added, len(phases))
+                phases.append(extra)
+            conn.execute(
+                update(rollouts).where(rollouts.c.id == row.id).values(phases=phases, updated=now)
+            )
+            regions = {
+                r.region: r
+                for r in conn.execute(
+                    select(rollout_regions).where(rollout_regions.c.rollout == row.id)
+                )
+            }
+        phase = row.phase
+        partners = paired(parse_pairs(settings.pairs))
+        remaining = 0
+        finished: set[str] = set()
+        for region_name, region in sorted(regions.items(), key=lambda kv: (kv[1].phase, kv[0])):
+            if region.phase > phase:
+                remaining += 1  # not started: counted as outstanding
+                continue
+            key = (row.id, region_name)
+            cached = self._region_wake.get(key)
+            if cached is not None and now < cached[0]:
+                wake.append(cached[0])
+                remaining += cached[1]
+                continue
+            known = self._remaining.get(key)
+            if known is not None and _blocked(region_name, row.id, flight, partners):
+                remaining += known  # woken when the batch in its way is judged
+                continue
+            self._region_wake.pop(key, None)
+            outcome = self._region(
+                conn, now, row, region, release, found, settings, windows, flight, partners
+            )
+            remaining += outcome.remaining
+            self._remaining[key] = outcome.remaining
+            if outcome.done:
+                finished.add(region_name)
+            if outcome.wake is not None:
+                self._region_wake[key] = (outcome.wake, outcome.remaining)
+                wake.append(outcome.wake)
+        # phases advance when every region of the current one is done
+        while phase < len(phases):
+            if not all(
+                regions[r].done is not None or r in finished for r in phases[phase] if r in regions
+            ):
+                break
+            phase += 1
+        if phase != row.phase:
+            conn.execute(
+                update(rollouts).where(rollouts.c.id == row.id).values(phase=phase, updated=now)
+            )
+            wake.append(now)
+        if phase >= len(phases):
+            open_installs = conn.execute(
+                select(func.count())
+                .select_from(rollout_installs)
+                .where(rollout_installs.c.rollout == row.id, rollout_installs.c.state == INSTALLING)
+            ).scalar_one()
+            facts = Facts(
+                now=now, rollout_state=ACTIVE, remaining=remaining, installs_open=int(open_installs)
+            )
+            if allowed(Transition(ROLLOUT, ACTIVE, COMPLETED, facts)):
+                conn.execute(
+                    update(rollouts)
+                    .where(rollouts.c.id == row.id)
+                    .values(state=COMPLETED, updated=now)
+                )
+                log.info("rollout %d of %s completed", row.id, row.release)
+        return wake
+
+    def _region(
+        self,
+        conn: Connection,
+        now: datetime,
+        rollout: Any,
+        region: Any,
+        release: ReleaseLine,
+        found: Releases,
+        settings: Settings,
+        windows: _WindowCache,
+        flight: _InFlight,
+        partners: dict[str, frozenset[str]],
+    ) -> _RegionOutcome:
+        """Advance one region's ring and dispatch its next batch, if it may have one."""
+        # the machines that lack the release and have no install of it running or done
+        settled = select(rollout_installs.c.machine).where(
+            rollout_installs.c.rollout == rollout.id, rollout_installs.c.state != FAILED
+        )
+        pending: list[tuple[Machine, str]] = []
+        for machine in _fleet.enrolled(
+            conn,
+            region=region.region,
+            where=[*found.candidates(release), fleet_machines.c.id.not_in(settled)],
+        ):
+            kind = found.needs(release, machine)
+            if kind is not None:
+                pending.append((machine, kind))
+        installs = (
+            {
+                r.machine: _Install(r.state, r.attempts, r.retry_after, r.batch)
+                for r in conn.execute(
+                    select(
+                        rollout_installs.c.machine,
+                        rollout_installs.c.state,
+                        rollout_installs.c.attempts,
+                        rollout_installs.c.retry_after,
+                        rollout_installs.c.batch,
+                    )
+                    .join(fleet_machines, fleet_machines.c.id == rollout_installs.c.machine)
+                    .where(
+                        rollout_installs.c.rollout == rollout.id,
+                        rollout_installs.c.state == FAILED,
+                        fleet_machines.c.region == region.region,
+                    )
+                )
+            }
+            if pending
+            else {}
+        )
+        ring, soak_until = region.ring, region.soak_until
+        done = region.done is not None
+        # the DevTest ring is over once every running DevTest target has had its try
+        if ring == DEVTEST and rollout.id not in flight.rollouts_in(region.region):
+            waiting = [
+                m
+                for m, _ in pending
+                if m.environment == DEVTEST and m.running(now) and installs.get(m.id) is None
+            ]
+            if not waiting:
+                tried = region.batches > 0
+                ring = PRODUCTION
+                soak_until = now + settings.soak if tried else now
+                conn.execute(
+                    update(rollout_regions)
+                    .where(
+                        rollout_regions.c.rollout == rollout.id,
+                        rollout_regions.c.region == region.region,
+                    )
+                    .values(ring=ring, soak_until=soak_until)
+                )
+        if (
+            ring == PRODUCTION
+            and region.done is None
+            and (rollout.id not in flight.rollouts_in(region.region))
+        ):
+            waiting = [m for m, _ in pending if m.running(now) and installs.get(m.id) is None]
+            if not waiting and (soak_until is None or now >= soak_until):
+                done = True
+                conn.execute(
+                    update(rollout_regions)
+                    .where(
+                        rollout_regions.c.rollout == rollout.id,
+                        rollout_regions.c.region == region.region,
+                    )
+                    .values(done=now)
+                )
+        outcome = _RegionOutcome(remaining=len(pending), done=done)
+        if not pending:
+            soaking = soak_until is not None and soak_until > now and not done
+            outcome.wake = soak_until if soaking else now + RECHECK
+            return outcome
+        if _blocked(region.region, rollout.id, flight, partners):
+            return outcome  # woken when that batch ends
+        eligible: list[Machine] = []
+        kinds: dict[str, str] = {}
+        later: list[datetime] = []
+        for machine, kind in pending:
+            current = installs.get(machine.id)
+            facts = Facts(
+                now=now,
+                machine=machine,
+                rollout_state=ACTIVE,
+                window_left=windows.left(machine),
+                min_window=settings.min_window,
+                retry_after=current.retry_after if current else None,
+                ring=ring,
+                soak_until=soak_until,
+                phase_open=region.phase <= rollout.phase,
+                busy=machine.id in flight.busy,
+            )
+            if allowed(
+                Transition(INSTALL_ENTITY, current.state if current else None, INSTALLING, facts)
+            ):
+                eligible.append(machine)
+                kinds[machine.id] = kind
+                continue
+            closing, opening = windows.lookup(machine)
+            later.append(opening)
+            if closing is not None and not machine.running(now):
+                later.append(now + OFF_RECHECK)  # back within its window: patch it then
+            if current is not None and current.retry_after is not None:
+                later.append(max(current.retry_after, opening))
+            if machine.environment == PRODUCTION and soak_until is not None:
+                later.append(soak_until)
+        if not eligible:
+            outcome.wake = min([t for t in later if t > now] + [now + RECHECK])
+            return outcome
+        draft = Draft(
+            size_limit=2 ** min(region.batches, 20),
+            set_percent=settings.set_percent,
+            small_set=settings.small_set,
+            subscription_percent=settings.subscription_percent,
+            set_sizes=_fleet.set_sizes(
+                conn, sorted({m.availability_set for m in eligible if m.availability_set})
+            ),
+            subscription_sizes=flight.subscription_sizes,
+            set_domains=dict(flight.set_domains),
+            set_busy=dict(flight.set_busy),
+            subscription_busy=dict(flight.subscription_busy),
+        )
+        chosen = compose(eligible, draft)
+        if not chosen:
+            outcome.wake = now + timedelta(minutes=5)
+            return outcome
+        self._start_batch(
+            conn, now, rollout, region, release, chosen, kinds, installs, windows, ring, flight
+        )
+        return outcome
+
+    def _start_batch(
+        self,
+        conn: Connection,
+        now: datetime,
+        rollout: Any,
+        region: Any,
+        release: ReleaseLine,
+        chosen: list[Machine],
+        kinds: dict[str, str],
+        installs: dict[str, _Install],
+        windows: _WindowCache,
+        ring: str,
+        flight: _InFlight,
+    ) -> None:
+        number = (
+            int(
+                conn.execute(
+                    select(rollouts.c.batches).where(rollouts.c.id == rollout.id)
+                ).scalar_one()
+            )
+            + 1
+        )
+        result = conn.execute(
+            insert(rollout_batches).values(
+                rollout=rollout.id,
+                number=number,
+                region=region.region,
+                ring=ring,
+                zone=chosen[0].zone,
+                state=INSTALLING,
+                size=len(chosen),
+                failed=0,
+                unhealthy=0,
+                started=now,
+                installed=None,
+                judged=None,
+                reason=None,
+            )
+        )
+        key = result.inserted_primary_key
+        assert key is not None
+        batch = int(key[0])
+        conn.execute(
+            update(rollouts).where(rollouts.c.id == rollout.id).values(batches=number, updated=now)
+        )
+        conn.execute(
+            update(rollout_regions)
+            .where(
+                rollout_regions.c.rollout == rollout.id, rollout_regions.c.region == region.region
+            )
+            .values(batches=rollout_regions.c.batches + 1)
+        )
+        for machine in chosen:
+            left = windows.left(machine) or timedelta(minutes=30)
+            duration = min(left, timedelta(hours=4))
+            work = _dispatch.queue_install(
+                conn, machine, release.kb, duration, now, rollout=rollout.id
+            )
+            previous = installs.get(machine.id)
+            values = dict(
+                batch=batch,
+                state=INSTALLING,
+                kind=kinds[machine.id],
+                work=work,
+                started=now,
+                ended=None,
+                retry_after=None,
+                error=None,
+                healthy=None,
+            )
+            if previous is None:
+                conn.execute(
+                    insert(rollout_installs).values(
+                        rollout=rollout.id, machine=machine.id, attempts=1, **values
+                    )
+                )
+            else:
+                conn.execute(
+                    update(rollout_installs)
+                    .where(
+                        rollout_installs.c.rollout == rollout.id,
+                        rollout_installs.c.machine == machine.id,
+                    )
+                    .values(attempts=rollout_installs.c.attempts + 1, **values)
+                )
+            flight.take(machine, rollout.id)
+            self._emit(
+                machine,
+                release.kb,
+                kinds[machine.id],
+                "start",
+                now,
+                healthy=machine.health != "Unhealthy",
+            )
+        flight.region_open[region.region] = batch
+
+    # --- 5. upgrades, assessments, pruning -----------------------------------------------------
+
+    def _upgrades(self, conn: Connection, now: datetime, settings: Settings) -> None:
+        """Queue scheduled stack upgrades whose machine is running and in its window."""
+        rows = conn.execute(
+            select(machines.c.resource_id).where(machines.c.upgrade_requested.is_not(None))
+        ).all()
+        if not rows:
+            return
+        windows = _WindowCache(now, settings.fleet_window)
+        busy = _busy(conn)
+        for row in rows:
+            machine = _fleet.machine(conn, row.resource_id)
+            if machine is None or not machine.running(now) or machine.id in busy:
+                continue
+            left = windows.left(machine)
+            if left is None or left < settings.min_window:
+                continue
+            model = vm_by_id(conn, machine.id)
+            if model is None:
+                continue
+            try:
+                payload = upgrade_payload(machine_document(conn, model))
+            except ApiError as exc:  # the machine can no longer be upgraded: say so once
+                self._notice(
+                    conn,
+                    now,
+                    "warning",
+                    "upgrade not possible",
+                    f"The scheduled upgrade of {machine.id} cannot run: {exc}",
+                )
+                conn.execute(
+                    update(machines)
+                    .where(machines.c.resource_id == machine.id)
+                    .values(upgrade_requested=None)
+                )
+                continue
+            _dispatch.queue_upgrade(conn, machine.id, payload, now)
+            conn.execute(
+                update(machines)
+                .where(machines.c.resource_id == machine.id)
+                .values(upgrade_requested=None)
+            )
+
+    def _assess(
+        self, conn: Connection, now: datetime, settings: Settings, found: Releases
+    ) -> list[datetime]:
+        """Run an assessment cycle when one is due; when the next cycle is."""
+        cycle = timedelta(minutes=settings.assess_cycle_minutes)
+        if self._assessed is not None and now < self._assessed + cycle:
+            return [self._assessed + cycle]
+        self._assessed = now
+        run_cycle(conn, now, settings, found)
+        return [now + cycle]
+
+    def _prune(self, conn: Connection, now: datetime) -> None:
+        """Drop history, finished work and operations older than what is kept (hourly)."""
+        if self._pruned is not None and now - self._pruned < timedelta(hours=1):
+            return
+        self._pruned = now
+        cutoff = now - HISTORY_KEPT
+        conn.execute(delete(patch_history).where(patch_history.c.started < cutoff))
+        conn.execute(
+            delete(work_items)
+            .where(
+                work_items.c.state.in_((_queue.DONE, _queue.FAILED)),
+                work_items.c.updated < cutoff,
+            )
+            .where(
+                work_items.c.id.not_in(
+                    select(rollout_installs.c.work).where(rollout_installs.c.work.is_not(None))
+                )
+            )
+        )
+        conn.execute(
+            delete(operations).where(operations.c.ended.is_not(None), operations.c.ended < cutoff)
+        )
+
+
+@dataclass
+class _RegionOutcome:
+    remaining: int
+    done: bool = False
+    wake: datetime | None = None
+
+
+@dataclass
+class _InFlight:
+    """What is being installed right now, across every rollout, for the admission rules."""
+
+    busy: set[str]
+    region_open: dict[str, int]
+    rollout_regions: dict[int, set[str]]
+    set_domains: dict[str, int]
+    set_busy: dict[str, int]
+    subscription_busy: dict[str, int]
+    subscription_sizes: dict[str, int]
+
+    @classmethod
+    def read(cls, conn: Connection) -> _InFlight:
+        """The open batches and the installs in flight, as they are now."""
+        region_open: dict[str, int] = {}
+        rollout_regions_: dict[int, set[str]] = {}
+        for row in conn.execute(
+            select(rollout_batches.c.id, rollout_batches.c.rollout, rollout_batches.c.region).where(
+                rollout_batches.c.state.in_(BATCH_OPEN)
+            )
+        ):
+            region_open[row.region] = row.id
+            rollout_regions_.setdefault(row.rollout, set()).add(row.region)
+        flight = cls(
+            busy=_busy(conn),
+            region_open=region_open,
+            rollout_regions=rollout_regions_,
+            set_domains={},
+            set_busy={},
+            subscription_busy={},
+            subscription_sizes=_fleet.subscription_sizes(conn),
+        )
+        for row in conn.execute(
+            select(
+                fleet_machines.c.subscription,
+                fleet_machines.c.availability_set,
+                fleet_machines.c.update_domain,
+            )
+            .join(rollout_installs, rollout_installs.c.machine == fleet_machines.c.id)
+            .where(rollout_installs.c.state == INSTALLING)
+        ):
+            flight.subscription_busy[row.subscription] = (
+                flight.subscription_busy.get(row.subscription, 0) + 1
+            )
+            if row.availability_set:
+                flight.set_busy[row.availability_set] = (
+                    flight.set_busy.get(row.availability_set, 0) + 1
+                )
+                flight.set_domains[row.availability_set] = row.update_domain or 0
+        return flight
+
+    def rollouts_in(self, region: str) -> set[int]:
+        """The rollouts with a batch open in ``region``."""
+        return {r for r, regions in self.rollout_regions.items() if region in regions}
+
+    def take(self, machine: Machine, rollout: int) -> None:
+        """Count ``machine`` as in flight for ``rollout``."""
+        self.busy.add(machine.id)
+        self.rollout_regions.setdefault(rollout, set()).add(machine.region)
+        sub = machine.subscription
+        self.subscription_busy[sub] = self.subscription_busy.get(sub, 0) + 1
+        if machine.availability_set:
+            key = machine.availability_set
+            self.set_busy[key] = self.set_busy.get(key, 0) + 1
+            self.set_domains[key] = machine.update_domain or 0
+
+
+def _blocked(
+    region: str, rollout: int, flight: _InFlight, partners: dict[str, frozenset[str]]
+) -> bool:
+    """Whether a batch is in flight in ``region`` (any rollout's) or in a paired region."""
+    if region in flight.region_open:
+        return True
+    busy = flight.rollout_regions.get(rollout, set())
+    return any(partner in busy for partner in partners.get(region, ()))
+
+
+def _stale(conn: Connection, now: datetime) -> set[str]:
+    """Machines with queued or leased work past its deadline or lease: it must be settled."""
+    found = set()
+    for row in conn.execute(
+        select(
+            work_items.c.machine, work_items.c.state, work_items.c.lease_until, work_items.c.payload
+        ).where(work_items.c.state.in_(_queue.ACTIVE))
+    ):
+        lapsed = (
+            row.state == _queue.LEASED and row.lease_until is not None and (row.lease_until < now)
+        )
+        deadline = (row.payload or {}).get("deadline")
+        late = False
+        if isinstance(deadline, str):
+            try:
+                late = datetime.fromisoformat(deadline.replace("Z", "+00:00")) < now
+            except ValueError:
+                late = False
+        if lapsed or late:
+            found.add(row.machine)
+    return found
+
+
+def _busy(conn: Connection, *, kind: str | None = None) -> set[str]:
+    """Machines with agent work queued or running (of ``kind``, or any)."""
+    query = select(work_items.c.machine).where(work_items.c.state.in_(_queue.ACTIVE))
+    if kind is not None:
+        query = query.where(work_items.c.kind == kind)
+    return {row.machine for row in conn.execute(query)}
+
+
+def _add_region(conn: Connection, rollout: int, region: str, phase: int) -> None:
+    conn.execute(
+        insert(rollout_regions).values(
+            rollout=rollout,
+            region=region,
+            phase=phase,
+            ring=DEVTEST,
+            soak_until=None,
+            done=None,
+            batches=0,
+        )
+    )
+
+
+def _read_install(outcome: dict[str, Any], kb: str) -> tuple[bool, bool, Any]:
+    """Whether an install's outcome installed ``kb``, whether it restarted, and its error.
+
+    Only a patch the agent lists as ``Installed`` counts; a machine that had the release
+    already is found out by the next pass, which no longer counts it as a target.
+    """
+    output = outcome.get("output") if isinstance(outcome.get("output"), dict) else None
+    if outcome.get("status") != "Succeeded" or output is None:
+        return False, False, outcome.get("error")
+    wanted = kb_digits(kb)
+    patches = [p for p in output.get("patches") or [] if isinstance(p, dict)]
+    mine = [p for p in patches if kb_digits(str(p.get("kbId", ""))) == wanted]
+    restarted = output.get("rebootStatus") == "Completed"
+    if mine and all(p.get("installationState") == "Installed" for p in mine):
+        return True, restarted, None
+    error = output.get("error") or {
+        "code": "NotInstalled",
+        "message": f"{kb} was not installed"
+        + (": the maintenance window ran out" if output.get("maintenanceWindowExceeded") else ""),
+    }
+    return False, restarted, error
