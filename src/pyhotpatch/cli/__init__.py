@@ -1,6 +1,6 @@
 """The ``hotpatch`` command line."""
 
-from pyhotpatch.cli import _server  # noqa: F401  (registers ``hotpatch server``)
+from pyhotpatch.cli import _server, _simulate  # noqa: F401  (register their commands)
 from pyhotpatch.cli._agent import agent_app
 from pyhotpatch.cli._app import app, main
 from pyhotpatch.cli._release import release_app

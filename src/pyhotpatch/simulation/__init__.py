@@ -1,0 +1,1 @@
+"""Simulated fleets on a virtual clock: the orchestrator's proving ground."""
