@@ -28,6 +28,7 @@ NAMES = (
     "distribution",
     "heartbeats",
     "agent",
+    "orchestrator",
 )
 
 
