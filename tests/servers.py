@@ -22,9 +22,12 @@ class ServerProcess:
 
     def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         environ = {**os.environ, "HOTPATCH_ADMIN_TOKEN": TOKEN, **(env or {})}
+        # automatic patching follows the wall clock's off-peak hours: keep it out of tests
+        # unless one asks for it
+        quiet = [] if "--orchestrate-seconds" in args else ["--orchestrate-seconds", "0"]
         self.log: list[str] = []
         self.proc = subprocess.Popen(
-            [*HOTPATCH, "server", "--port", "0", "--data-dir", str(data_dir), *args],
+            [*HOTPATCH, "server", "--port", "0", "--data-dir", str(data_dir), *quiet, *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -101,12 +104,21 @@ def serve_in_thread(app: Any) -> Iterator[str]:
 
 @contextlib.contextmanager
 def clocked_server(
-    data_dir: Path, admin: str, subscription: str, group: str, database_url: str | None = None
+    data_dir: Path,
+    admin: str,
+    subscription: str,
+    group: str,
+    database_url: str | None = None,
+    *,
+    orchestrate_seconds: float | None = None,
 ) -> Iterator[tuple[str, Any, Any]]:
     """An in-process control plane on a manual clock, with ``subscription`` and ``group`` made.
 
     Yields its URL, its clock and the subscription Owner's token; for tests that move
-    time (agents going stale, deadlines passing).
+    time (agents going stale, deadlines passing). By default the orchestrator runs only the
+    passes an administrator asks for (``POST /hotpatch/orchestrator/passes``), so that no
+    automatic install lands in a test that does not expect one; ``orchestrate_seconds``
+    turns its background passes on.
     """
     from datetime import datetime, timedelta, timezone
 
@@ -121,7 +133,10 @@ def clocked_server(
     catalog = Catalog.open(data_dir, url=database_url, clock=clock)
     settings = ArmSettings(feature_delay=timedelta(0), provider_delay=timedelta(0))
     try:
-        with serve_in_thread(create_app(catalog, admin_token=admin, arm=settings)) as url:
+        app = create_app(
+            catalog, admin_token=admin, arm=settings, orchestrate_seconds=orchestrate_seconds
+        )
+        with serve_in_thread(app) as url:
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin}"}) as client:
                 # a subscription comes into being with its first token
                 made = client.post(

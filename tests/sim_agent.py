@@ -48,10 +48,18 @@ def patch(
 
 
 @dataclass
+class PlainServer:
+    """A control plane over plain HTTP, such as an in-process one on a manual clock."""
+
+    url: str
+    ca: Path | None = None
+
+
+@dataclass
 class SimulatedAgent:
     """One machine's agent, answering work until stopped."""
 
-    arm: Arm
+    arm: Arm | PlainServer
     vm_id: str
     user_token: str
     patches: list[dict[str, Any]] = field(default_factory=list)
@@ -68,6 +76,11 @@ class SimulatedAgent:
     handled: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     heartbeats: int = 0
+    #: what the machine reports besides its OS (``baseline``, ``image``…), in enrolment and
+    #: heartbeats; an ``activeHotpatch`` here wins over the last patch installed
+    reported: dict[str, Any] = field(default_factory=dict)
+    #: the health status heartbeats report unless told otherwise
+    health: str = "Healthy"
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -75,14 +88,15 @@ class SimulatedAgent:
 
     # --- transport -------------------------------------------------------------------------
 
-    def point_at(self, arm: Arm) -> None:
+    def point_at(self, arm: Arm | PlainServer) -> None:
         """Talk to another server from now on (the same data directory, restarted)."""
         self.arm = arm
 
     def _client(self, token: str) -> httpx.Client:
+        ca = self.arm.ca  # None: plain HTTP, no certificate to check (nor to load each time)
         return httpx.Client(
             base_url=self.arm.url,
-            verify=ssl.create_default_context(cafile=str(Path(self.arm.ca))),
+            verify=ssl.create_default_context(cafile=str(ca)) if ca is not None else False,
             headers={"Authorization": f"Bearer {token}"},
             timeout=60,
         )
@@ -101,7 +115,7 @@ class SimulatedAgent:
                 json={
                     "machine": self.vm_id,
                     "agentVersion": "sim-1.0",
-                    "reported": {"osName": "Simulated OS", "osVersion": "1.0"},
+                    "reported": {"osName": "Simulated OS", "osVersion": "1.0", **self.reported},
                 },
             )
         assert reply.status_code == 201, reply.text
@@ -109,17 +123,18 @@ class SimulatedAgent:
         self.token = body["token"]
         return body
 
-    def heartbeat(self, status: str = "Healthy") -> dict[str, Any]:
-        """One heartbeat; the server's answer."""
+    def heartbeat(self, status: str | None = None) -> dict[str, Any]:
+        """One heartbeat with ``status`` (else ``health``); the server's answer."""
         with self._agent() as client:
             reply = client.post(
                 "/agent/heartbeat",
                 json={
-                    "health": {"status": status},
+                    "health": {"status": status or self.health},
                     "reported": {
                         "osName": "Simulated OS",
                         "osVersion": "1.0",
                         "activeHotpatch": self.installed[-1]["kbId"] if self.installed else None,
+                        **self.reported,
                     },
                 },
             )

@@ -140,6 +140,7 @@ def test_an_agent_learns_its_machine_at_enrolment_and_on_request(world: Arm) -> 
         "upgradeImage": None,
         "patchMode": "AutomaticByPlatform",
         "enableHotpatching": True,
+        "hotpatchEnrolment": "Enabled",
         "environment": "Production",
     }
     asked = _get(world, agent.token or "", "/agent/machine")
@@ -411,6 +412,7 @@ def test_hotpatch_status_comes_from_the_agent_s_reports_and_the_model(world: Arm
         "activeHotpatch": None,
         "transition": None,
         "hotpatchEnabled": True,
+        "enrolment": "Enabled",
         "agentVersion": None,
         "workers": None,
     }
@@ -442,7 +444,7 @@ def test_hotpatch_status_comes_from_the_agent_s_reports_and_the_model(world: Arm
     assert after["health"] == {"status": "Healthy", "probe": "200 OK"}
     for key in ("image", "product", "baseline", "activeHotpatch", "transition", "workers"):
         assert after[key] == reported[key], key
-    assert after["hotpatchEnabled"] is True
+    assert after["hotpatchEnabled"] is True and after["enrolment"] == "Enabled"
     assert after["agentVersion"] == "1.2.3"  # what the heartbeat said it runs
     # the same answer for the path without its leading slash, URL-encoded
     encoded = _get(world, reader, f"/hotpatch/machines/{quote(vm_id, safe='')}/hotpatchStatus")

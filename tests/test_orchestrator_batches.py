@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fleet_fixtures import machine
 from pyhotpatch.server.orchestrator._batches import (
     Draft,
     compose,
@@ -14,39 +13,6 @@ from pyhotpatch.server.orchestrator._batches import (
     set_limit,
     subscription_limit,
 )
-from pyhotpatch.server.orchestrator._fleet import Machine
-
-NOW = datetime(2026, 3, 1, 23, 0, tzinfo=timezone.utc)
-
-
-def machine(
-    name: str,
-    *,
-    sub: str = "s1",
-    zone: str | None = None,
-    aset: str | None = None,
-    domain: int | None = None,
-) -> Machine:
-    return Machine(
-        id=name,
-        subscription=sub,
-        region="eastus",
-        zone=zone,
-        availability_set=aset,
-        update_domain=domain,
-        time_zone="UTC",
-        window=None,
-        environment="Production",
-        os_type="Windows",
-        patch_mode="AutomaticByPlatform",
-        assessment_mode=None,
-        hotpatch=True,
-        product="p",
-        last_seen=NOW,
-        baseline="KB1000",
-        active_hotpatch=None,
-        health="Healthy",
-    )
 
 
 def draft(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
+from fleet_fixtures import NOW, machine
 from pyhotpatch.server.orchestrator import _rules
-from pyhotpatch.server.orchestrator._fleet import Machine
 from pyhotpatch.server.orchestrator._rules import (
     ACTIVE,
     BAKING,
@@ -34,27 +34,7 @@ from pyhotpatch.server.orchestrator._rules import (
 )
 from pyhotpatch.server.orchestrator._settings import Settings
 
-NOW = datetime(2026, 3, 10, 23, 0, tzinfo=timezone.utc)
-MACHINE = Machine(
-    id="m",
-    subscription="s",
-    region="eastus",
-    zone="1",
-    availability_set=None,
-    update_domain=None,
-    time_zone="UTC",
-    window=None,
-    environment=PRODUCTION,
-    os_type="Windows",
-    patch_mode="AutomaticByPlatform",
-    assessment_mode=None,
-    hotpatch=True,
-    product="p",
-    last_seen=NOW,
-    baseline="KB1000",
-    active_hotpatch=None,
-    health="Healthy",
-)
+MACHINE = machine(zone="1")
 GOOD = Facts(
     now=NOW,
     machine=MACHINE,

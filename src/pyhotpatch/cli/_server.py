@@ -62,6 +62,14 @@ def server(
             min=1, help="Server processes; more than one spreads requests over several cores."
         ),
     ] = 1,
+    orchestrate_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Longest time between orchestrator passes (automatic assessment and "
+            "patching); 0 turns automatic passes off.",
+        ),
+    ] = 30.0,
     tuf_threshold: Annotated[
         list[str] | None,
         typer.Option(
@@ -98,5 +106,6 @@ def server(
             tuf=tuf,
             arm=arm,
             workers=workers,
+            orchestrate_seconds=orchestrate_seconds,
         )
     )

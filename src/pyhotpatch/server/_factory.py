@@ -31,4 +31,9 @@ def create_from_environment() -> FastAPI:
     engine = open_database(settings.db_url or default_url(root), migrate=False)
     signing = SigningRepository(engine, root / "keys", settings=settings.tuf)
     catalog = Catalog(engine, BlobStore(root / "artifacts"), signing)
-    return create_app(catalog, admin_token=admin_token(root), arm=settings.arm)
+    return create_app(
+        catalog,
+        admin_token=admin_token(root),
+        arm=settings.arm,
+        orchestrate_seconds=settings.orchestrate_seconds or None,
+    )

@@ -44,6 +44,8 @@ class ServerSettings:
     arm: ArmSettings = field(default_factory=ArmSettings)
     #: server processes; above one, uvicorn supervises that many workers
     workers: int = 1
+    #: the longest time between orchestrator passes; 0: no automatic passes
+    orchestrate_seconds: float = 30.0
 
     def to_json(self) -> str:
         """What a worker process needs to build the application, as JSON."""
@@ -57,6 +59,7 @@ class ServerSettings:
                 "sovereign_regions": sorted(self.arm.sovereign_regions),
             },
             "tuf": None,
+            "orchestrate_seconds": self.orchestrate_seconds,
         }
         if self.tuf is not None:
             found["tuf"] = {
@@ -86,6 +89,7 @@ class ServerSettings:
                 preview_rules=arm["preview_rules"],
                 sovereign_regions=frozenset(arm["sovereign_regions"]),
             ),
+            orchestrate_seconds=float(found.get("orchestrate_seconds", 30.0)),
         )
 
 
@@ -132,7 +136,13 @@ def serve(settings: ServerSettings) -> None:
             os.environ[SETTINGS_VARIABLE] = settings.to_json()
             _supervise(settings.workers, options)
         else:
-            uvicorn.run(create_app(catalog, admin_token=token, arm=settings.arm), **options)
+            app = create_app(
+                catalog,
+                admin_token=token,
+                arm=settings.arm,
+                orchestrate_seconds=settings.orchestrate_seconds or None,
+            )
+            uvicorn.run(app, **options)
     finally:
         catalog.close()
 

@@ -37,7 +37,7 @@ from pyhotpatch.server import _queue
 from pyhotpatch.server._auth import Principal
 from pyhotpatch.server._errors import ApiError
 from pyhotpatch.server.arm._operations import ASSESS, INSTALL, REVERT, UPGRADE, complete, start
-from pyhotpatch.server.orchestrator._orchestrator import Orchestrator
+from pyhotpatch.server.orchestrator._orchestrator import Orchestrator, install_event
 from pyhotpatch.server.orchestrator._settings import Settings, save
 from pyhotpatch.simulation._report import ReleaseFacts
 from pyhotpatch.simulation._world import PRODUCT, SimMachine, SimRelease, fleet, releases
@@ -375,25 +375,8 @@ class SimulatedAgents:
 
     def emit(self, key: str, kb: str, kind: str, what: str, now: datetime, trigger: str) -> None:
         """Write one install event of a simulated operator's request."""
-        machine = self.world[key]
-        self.sink(
-            {
-                "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "machine": key,
-                "subscription": machine.subscription,
-                "environment": machine.environment,
-                "region": machine.region,
-                "zone": machine.zone,
-                "availabilitySet": machine.availability_set,
-                "updateDomain": machine.update_domain,
-                "timeZone": machine.time_zone,
-                "release": kb,
-                "kind": kind,
-                "trigger": trigger,
-                "event": what,
-                "healthy": self.health(self.state[key]) == "Healthy",
-            }
-        )
+        healthy = self.health(self.state[key]) == "Healthy"
+        self.sink(install_event(self.world[key], kb, kind, trigger, what, now, healthy))
         self.events += 1
 
     def install_now(self, now: datetime) -> None:

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 
@@ -118,6 +118,62 @@ def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class Placed(Protocol):
+    """Where a machine sits, as an install event names it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def subscription(self) -> str: ...
+    @property
+    def environment(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def zone(self) -> str | None: ...
+    @property
+    def availability_set(self) -> str | None: ...
+    @property
+    def update_domain(self) -> int | None: ...
+    @property
+    def time_zone(self) -> str: ...
+
+
+def install_event(
+    machine: Placed,
+    release: str,
+    kind: str,
+    trigger: str,
+    event: str,
+    now: datetime,
+    healthy: bool | None,
+) -> Event:
+    """One install event, as ``on_event`` receives it and ``hotpatch simulate`` writes it."""
+    return {
+        "time": _iso(now),
+        "machine": machine.id,
+        "subscription": machine.subscription,
+        "environment": machine.environment,
+        "region": machine.region,
+        "zone": machine.zone,
+        "availabilitySet": machine.availability_set,
+        "updateDomain": machine.update_domain,
+        "timeZone": machine.time_zone,
+        "release": release,
+        "kind": kind,
+        "trigger": trigger,
+        "event": event,
+        "healthy": healthy,
+    }
+
+
+def _inserted(conn: Connection, statement: Any) -> int:
+    """Run an ``INSERT`` and return the new row's integer key."""
+    key = conn.execute(statement).inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
 @dataclass
 class _WindowCache:
     """Off-peak windows of one pass: computed once per (zone, window), not per machine."""
@@ -177,6 +233,7 @@ class Orchestrator:
         self._region_wake: dict[tuple[int, str], tuple[datetime, int]] = {}
         self._pruned: datetime | None = None
         self._assessed: datetime | None = None
+        self._reopened: datetime | None = None
         #: (rollout, region) → its targets still without the release, when last counted
         self._remaining: dict[tuple[int, str], int] = {}
         #: product → machines per region, counted once per pass
@@ -217,29 +274,10 @@ class Orchestrator:
         event: str,
         now: datetime,
         *,
-        trigger: str = "auto",
         healthy: bool | None = None,
     ) -> None:
-        if self.on_event is None:
-            return
-        self.on_event(
-            {
-                "time": _iso(now),
-                "machine": machine.id,
-                "subscription": machine.subscription,
-                "environment": machine.environment,
-                "region": machine.region,
-                "zone": machine.zone,
-                "availabilitySet": machine.availability_set,
-                "updateDomain": machine.update_domain,
-                "timeZone": machine.time_zone,
-                "release": release,
-                "kind": kind,
-                "trigger": trigger,
-                "event": event,
-                "healthy": healthy,
-            }
-        )
+        if self.on_event is not None:
+            self.on_event(install_event(machine, release, kind, "auto", event, now, healthy))
 
     def _notice(
         self,
@@ -485,7 +523,11 @@ class Orchestrator:
         }
         for row in existing.values():
             release = found.get(row.release)
-            if row.state in (ACTIVE, PAUSED) and release is not None and release.superseded_by:
+            if (
+                row.state in (ACTIVE, PAUSED, COMPLETED)
+                and release is not None
+                and release.superseded_by
+            ):
                 self._supersede(conn, row.id, row.state, release, now)
         for release in found.by_kb.values():
             if release.kb in existing or release.available > now:
@@ -503,7 +545,8 @@ class Orchestrator:
             counts = self._region_counts(conn, release.product)
             partners = paired(parse_pairs(settings.pairs))
             phases = plan_phases(counts, partners)
-            result = conn.execute(
+            rollout = _inserted(
+                conn,
                 insert(rollouts).values(
                     release=release.kb,
                     product=release.product,
@@ -517,11 +560,8 @@ class Orchestrator:
                     created=now,
                     updated=now,
                     reason=None,
-                )
+                ),
             )
-            key = result.inserted_primary_key
-            assert key is not None
-            rollout = int(key[0])
             for number, regions in enumerate(phases):
                 for region in regions:
                     _add_region(conn, rollout, region, number)
@@ -641,6 +681,7 @@ class Orchestrator:
         self, conn: Connection, now: datetime, found: Releases, fleet_settings: Settings
     ) -> list[datetime]:
         wake: list[datetime] = []
+        self._reopen(conn, now, found)
         active = conn.execute(
             select(rollouts).where(rollouts.c.state == ACTIVE).order_by(rollouts.c.id)
         ).all()
@@ -655,6 +696,41 @@ class Orchestrator:
             settings = Settings.from_json(row.settings)
             wake.extend(self._rollout(conn, now, row, release, found, settings, windows, flight))
         return wake
+
+    def _reopen(self, conn: Connection, now: datetime, found: Releases) -> None:
+        """Reopen completed rollouts whose release machines enrolled since still lack.
+
+        Looked at every ``RECHECK`` (and on the first pass): a machine enrolled after its
+        release's rollout completed gets the release all the same.
+        """
+        if self._reopened is not None and now - self._reopened < RECHECK:
+            return
+        self._reopened = now
+        for row in conn.execute(select(rollouts).where(rollouts.c.state == COMPLETED)).all():
+            release = found.get(row.release)
+            if release is None or release.superseded_by or release.halted:
+                continue
+            settled = select(rollout_installs.c.machine).where(
+                rollout_installs.c.rollout == row.id, rollout_installs.c.state != FAILED
+            )
+            remaining = sum(
+                1
+                for machine in _fleet.enrolled(
+                    conn, where=[*found.candidates(release), fleet_machines.c.id.not_in(settled)]
+                )
+                if found.needs(release, machine) is not None
+            )
+            facts = Facts(now=now, rollout_state=COMPLETED, remaining=remaining)
+            if allowed(Transition(ROLLOUT, COMPLETED, ACTIVE, facts)):
+                conn.execute(
+                    update(rollouts)
+                    .where(rollouts.c.id == row.id)
+                    .values(state=ACTIVE, updated=now)
+                )
+                self._regions_checked.pop(row.id, None)
+                log.info(
+                    "rollout %d of %s reopened: %d machines lack it", row.id, row.release, remaining
+                )
 
     def _rollout(
         self,
@@ -925,7 +1001,8 @@ class Orchestrator:
             )
             + 1
         )
-        result = conn.execute(
+        batch = _inserted(
+            conn,
             insert(rollout_batches).values(
                 rollout=rollout.id,
                 number=number,
@@ -940,11 +1017,8 @@ class Orchestrator:
                 installed=None,
                 judged=None,
                 reason=None,
-            )
+            ),
         )
-        key = result.inserted_primary_key
-        assert key is not None
-        batch = int(key[0])
         conn.execute(
             update(rollouts).where(rollouts.c.id == rollout.id).values(batches=number, updated=now)
         )

@@ -138,7 +138,7 @@ def orchestrator_router(
 
     @router.get("/hotpatch/rollouts/{rollout}")
     def get_rollout(
-        rollout: int = Path(ge=1, le=2**62), principal: Principal = Depends(auth)
+        rollout: int = Path(ge=1, le=2**31 - 1), principal: Principal = Depends(auth)
     ) -> Any:
         """One rollout with its phases, regions (ring, soak) and batches (health gates)."""
         with ctx.engine.connect() as conn:
@@ -147,7 +147,7 @@ def orchestrator_router(
     @router.post("/hotpatch/rollouts/{rollout}/{action}")
     def act(
         action: str,
-        rollout: int = Path(ge=1, le=2**62),
+        rollout: int = Path(ge=1, le=2**31 - 1),
         body: Any = Depends(json_body),
         principal: Principal = Depends(auth),
     ) -> Any:

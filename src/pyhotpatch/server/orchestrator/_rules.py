@@ -15,8 +15,9 @@ and of a subscription at a time).
 States:
 
 - rollout: ``active`` → ``paused`` ⇄ ``active``; → ``halted`` (the health gate),
-  ``canceled`` (an operator), ``completed`` (every target has the release),
-  ``superseded`` (a newer release of its line took over). The last four are final.
+  ``canceled`` (an operator), ``superseded`` (a newer release of its line took over),
+  which are final; → ``completed`` (every target has the release), which goes back to
+  ``active`` when machines that lack the release appear (enrolled later, or back on).
 - batch: ``installing`` → ``baking`` → ``passed`` | ``failed``; ``canceled``.
 - install: (new) → ``installing`` → ``succeeded`` | ``failed``; ``failed`` →
   ``installing`` (a retry in a later window); ``succeeded`` → ``reverting`` →
@@ -43,7 +44,7 @@ ACTIVE, PAUSED, HALTED, CANCELED, COMPLETED, SUPERSEDED = (
     "completed",
     "superseded",
 )
-ROLLOUT_FINAL = (HALTED, CANCELED, COMPLETED, SUPERSEDED)
+ROLLOUT_FINAL = (HALTED, CANCELED, SUPERSEDED)
 # batch states
 INSTALLING, BAKING, PASSED, FAILED = "installing", "baking", "passed", "failed"
 BATCH_OPEN = (INSTALLING, BAKING)
@@ -223,6 +224,19 @@ def complete_when_every_target_has_it(f: Facts) -> Iterator[str]:
         yield f"{f.remaining} machines still need the release"
     if f.installs_open:
         yield f"{f.installs_open} installs are still running"
+
+
+@rule(ROLLOUT, (COMPLETED,), (ACTIVE,))
+def reopen_for_machines_that_lack_it(f: Facts) -> Iterator[str]:
+    """A completed rollout takes up again the machines enrolled or switched on since."""
+    if not f.remaining:
+        yield "every target has the release"
+
+
+@rule(ROLLOUT, (COMPLETED,), (PAUSED, CANCELED, HALTED))
+def completed_rollouts_only_reopen(f: Facts) -> Iterator[str]:
+    """A completed rollout has nothing to pause, cancel or halt until it reopens."""
+    yield "the rollout is completed"
 
 
 @rule(ROLLOUT, (PAUSED,), (PAUSED,))

@@ -61,21 +61,23 @@ class Settings:
     def __post_init__(self) -> None:
         Window.parse(self.window)
         parse_pairs(self.pairs)
-        if not 1 <= self.assess_cycle_minutes <= 24 * 60:
-            raise ValueError("assess_cycle_minutes must be between 1 and 1440")
-        for name in ("soak_hours", "bake_minutes", "min_window_minutes"):
-            if not 0 <= getattr(self, name) <= 24 * 30:
-                raise ValueError(f"{name} must be between 0 and {24 * 30}")
-        for name in ("unhealthy_percent", "set_percent", "subscription_percent"):
-            if not 0 <= getattr(self, name) <= 100:
-                raise ValueError(f"{name} is a percentage: 0 to 100")
-        if not 1 <= self.deadline_days <= 90:
-            raise ValueError("deadline_days must be between 1 and 90")
-        for name in ("assess_hours", "assess_platform_hours"):
-            if not 1 <= getattr(self, name) <= 24 * 10:
-                raise ValueError(f"{name} must be between 1 and {24 * 10}")
-        if self.first_batch_unhealthy < 0 or self.small_set < 1:
-            raise ValueError("first_batch_unhealthy must be >= 0 and small_set >= 1")
+        limits = {
+            "soak_hours": (0, 24 * 30),
+            "bake_minutes": (0, 24 * 30),
+            "min_window_minutes": (0, 24 * 60),
+            "unhealthy_percent": (0, 100),
+            "set_percent": (0, 100),
+            "subscription_percent": (0, 100),
+            "deadline_days": (1, 90),
+            "assess_hours": (1, 24 * 10),
+            "assess_platform_hours": (1, 24 * 10),
+            "assess_cycle_minutes": (1, 24 * 60),
+            "first_batch_unhealthy": (0, 1_000_000),
+            "small_set": (1, 1000),
+        }
+        for name, (low, high) in limits.items():
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(f"{_camel(name)} must be between {low} and {high}")
 
     @property
     def fleet_window(self) -> Window:
