@@ -314,8 +314,6 @@ class Orchestrator:
                 work_items.c.state.label("work_state"),
                 work_items.c.result.label("outcome"),
                 rollouts.c.release,
-                rollouts.c.state.label("rollout_state"),
-                rollouts.c.settings.label("rollout_settings"),
             )
             .join(work_items, work_items.c.id == rollout_installs.c.work)
             .join(rollouts, rollouts.c.id == rollout_installs.c.rollout)
@@ -339,6 +337,7 @@ class Orchestrator:
             if row.state == REVERTING:
                 ok = row.work_state == _queue.DONE and outcome.get("status") == "Succeeded"
                 state = REVERTED if ok else REVERT_FAILED
+                require(Transition(INSTALL_ENTITY, REVERTING, state, Facts(now=now)))
                 conn.execute(
                     update(rollout_installs)
                     .where(key)
@@ -367,6 +366,8 @@ class Orchestrator:
                 continue
             installed, restarted, error = _read_install(outcome, row.release)
             healthy = None if machine is None else machine.health != "Unhealthy"
+            ended = SUCCEEDED if installed else FAILED
+            require(Transition(INSTALL_ENTITY, INSTALLING, ended, Facts(now=now)))
             if installed:
                 conn.execute(
                     update(rollout_installs)
