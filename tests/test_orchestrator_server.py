@@ -454,6 +454,27 @@ def test_an_unhealthy_machine_in_the_first_batch_halts_the_rollout_and_reverts(
     assert prod.poll() == [] and dev.poll() == []
     assert plane.rollout()["batches"] == 1
 
+    # an operator's install leaves the halted release out, unless it names it
+    with plane.http() as admin:
+        for rules, left_out in (
+            ({"classificationsToInclude": ["Security"]}, True),
+            ({"kbNumbersToInclude": [HOTPATCH]}, False),
+        ):
+            started = admin.post(
+                f"{_vm_path('prod-1')}/installPatches",
+                params={"api-version": API},
+                json={
+                    "maximumDuration": "PT1H",
+                    "rebootSetting": "IfRequired",
+                    "windowsParameters": rules,
+                },
+            )
+            assert started.status_code == 202, started.text
+            (item,) = prod.poll()
+            excluded = item["payload"]["parameters"]["windowsParameters"]["kbNumbersToExclude"]
+            assert (HOTPATCH in excluded) is left_out
+            assert prod.report(item, {"status": "Failed"}).status_code == 200
+
 
 # --- 4. operators: pause, resume, cancel -----------------------------------------------------------
 

@@ -106,8 +106,12 @@ def check_rules(outcome: Outcome, events: list[dict[str, Any]]) -> None:
                     f"{release}: paired regions {region} and {partners[region] & regions}"
                 )
     # DevTest first: a region's first Production install waits for a DevTest one to soak
+    # (releases published before the simulated period rolled out before it)
+    fresh = {r.kb for r in outcome.releases if r.published >= outcome.start}
     first: dict[tuple[str, str, str], datetime] = {}
     for begun, _, e in spans:
+        if e["release"] not in fresh:
+            continue
         key = (e["release"], e["region"], e["environment"])
         first[key] = min(first.get(key, begun), begun)
     for (release, region, env), when in first.items():

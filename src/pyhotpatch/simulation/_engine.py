@@ -414,7 +414,13 @@ class SimulatedAgents:
                 item = _queue.for_operation(conn, operation)
             if item is not None:
                 self.on_demand.add(item.id)
-                for release in self.offers(self.state[key]):
+                offered = self.offers(self.state[key])
+                given = item.payload.get("parameters") or {}
+                rules = given.get("windowsParameters") or given.get("linuxParameters") or {}
+                chosen = select_patches([self.patch(r) for r in offered], rules)
+                for release, choice in zip(offered, chosen, strict=True):
+                    if choice != SELECTED:
+                        continue  # left out, as a halted release is
                     kind = (
                         "baseline"
                         if release.is_baseline

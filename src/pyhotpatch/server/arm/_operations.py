@@ -62,7 +62,7 @@ from pyhotpatch.server.arm._groups import require_group
 from pyhotpatch.server.arm._registrations import require_provider
 from pyhotpatch.server.arm._subscriptions import require_subscription
 from pyhotpatch.server.arm._vm_model import RUNNING_WINDOW, os_type
-from pyhotpatch.storage._tables import machines, operations, patch_history
+from pyhotpatch.storage._tables import machines, operations, patch_history, releases
 
 #: an agent not seen for this long is taken for stopped
 AGENT_STALE = RUNNING_WINDOW  # as long as the VM shows PowerState/running
@@ -887,6 +887,30 @@ def status_body(row: Any) -> dict[str, Any]:
     return body
 
 
+def without_halted(conn: Connection, parameters: dict[str, Any]) -> dict[str, Any]:
+    """``installPatches`` parameters that leave out every halted release not asked for by id.
+
+    A release whose rollout the health gate halted installs on no more machines unless an
+    operator names its KB id in ``kbNumbersToInclude``.
+    """
+    halted = [
+        row.kb for row in conn.execute(select(releases.c.kb).where(releases.c.halted.is_not(None)))
+    ]
+    if not halted:
+        return parameters
+    found = dict(parameters)
+    # the agent reads windowsParameters when given, else linuxParameters: change that one
+    linux = not found.get("windowsParameters") and bool(found.get("linuxParameters"))
+    key = "linuxParameters" if linux else "windowsParameters"
+    rules = dict(found.get(key) or {})
+    asked = {k.strip().upper() for k in rules.get("kbNumbersToInclude") or ()}
+    excluded = list(rules.get("kbNumbersToExclude") or ())
+    excluded += [kb for kb in halted if kb not in asked and kb not in excluded]
+    rules["kbNumbersToExclude"] = excluded
+    found[key] = rules
+    return found
+
+
 def start(
     conn: Connection,
     *,
@@ -936,6 +960,8 @@ def start(
             principal=principal.id,
         )
     )
+    if kind == INSTALL:
+        parameters = without_halted(conn, parameters)
     payload: dict[str, Any] = {
         "osType": os_type(vm),
         "deadline": _iso(now + timeout),
