@@ -1077,9 +1077,11 @@ class Orchestrator:
     # --- 5. upgrades, assessments, pruning -----------------------------------------------------
 
     def _upgrades(self, conn: Connection, now: datetime, settings: Settings) -> None:
-        """Queue scheduled stack upgrades whose machine is running and in its window."""
+        """Queue scheduled stack upgrades that are due, on running machines in their window."""
         rows = conn.execute(
-            select(machines.c.resource_id).where(machines.c.upgrade_requested.is_not(None))
+            select(machines.c.resource_id).where(
+                machines.c.upgrade_requested.is_not(None), machines.c.upgrade_requested <= now
+            )
         ).all()
         if not rows:
             return
