@@ -12,7 +12,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from pyhotpatch.server.orchestrator import _fleet
 from pyhotpatch.server.orchestrator._fleet import Machine
@@ -90,9 +90,8 @@ def fleet(conn: Connection, now: datetime, *, subscription: str | None = None) -
     regions: dict[str, Counter[str]] = {}
     environments: dict[str, Counter[str]] = {}
     missing = pending = 0
-    for machine in _fleet.enrolled(conn):
-        if subscription is not None and machine.subscription != subscription:
-            continue
+    scope = [fleet_machines.c.subscription == subscription] if subscription is not None else []
+    for machine in _fleet.enrolled(conn, where=scope):
         report = reports.get(machine.id)
         doc = machine_compliance(
             machine,
@@ -131,9 +130,11 @@ def _states(counts: Counter[str]) -> dict[str, int]:
 
 
 def _not_enrolled(conn: Connection, subscription: str | None) -> int:
-    query = select(fleet_machines.c.id).where(
-        fleet_machines.c.id.not_in(select(machines.c.resource_id))
+    query = (
+        select(func.count())
+        .select_from(fleet_machines)
+        .where(fleet_machines.c.id.not_in(select(machines.c.resource_id)))
     )
     if subscription is not None:
         query = query.where(fleet_machines.c.subscription == subscription)
-    return len(conn.execute(query).all())
+    return int(conn.execute(query).scalar_one())

@@ -29,7 +29,7 @@ from pyhotpatch.server.arm._vm_model import (
     model_image,
     os_type,
 )
-from pyhotpatch.server.orchestrator._windows import Window, zone
+from pyhotpatch.server.orchestrator._windows import Window
 from pyhotpatch.storage._tables import fleet_machines, machines, resources
 
 
@@ -287,9 +287,3 @@ def set_sizes(conn: Connection, sets: Sequence[str]) -> dict[str, int]:
         .group_by(fleet_machines.c.availability_set)
     )
     return {str(key): int(count) for key, count in conn.execute(query)}
-
-
-def check_zone(name: str) -> str:
-    """``name`` if it is a time zone this machine's tz database knows; ValueError otherwise."""
-    zone(name)
-    return name

@@ -207,10 +207,10 @@ class _WindowCache:
 
 @dataclass
 class _Install:
+    """A machine's earlier, failed install of a rollout's release."""
+
     state: str
-    attempts: int
     retry_after: datetime | None
-    batch: int | None
 
 
 class Orchestrator:
@@ -860,14 +860,12 @@ class Orchestrator:
                 pending.append((machine, kind))
         installs = (
             {
-                r.machine: _Install(r.state, r.attempts, r.retry_after, r.batch)
+                r.machine: _Install(r.state, r.retry_after)
                 for r in conn.execute(
                     select(
                         rollout_installs.c.machine,
                         rollout_installs.c.state,
-                        rollout_installs.c.attempts,
                         rollout_installs.c.retry_after,
-                        rollout_installs.c.batch,
                     )
                     .join(fleet_machines, fleet_machines.c.id == rollout_installs.c.machine)
                     .where(
