@@ -41,7 +41,9 @@ EXIT_NOT_HOTPATCHABLE = 3
 
 def main() -> None:
     """Entry point of the ``hotpatch`` console script."""
-    app()
+    from pyhotpatch.cli._vm import spread_arguments
+
+    app(args=spread_arguments(sys.argv[1:]))
 
 
 def _fail(exc: HotpatchError) -> typer.Exit:
