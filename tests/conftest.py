@@ -14,6 +14,18 @@ from procs.harness import Children, Demo, build_demo
 from support import SUPPORTED, find_python
 
 
+@pytest.fixture(autouse=True, scope="session")
+def no_signed_in_profile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the CLI away from whoever runs the tests' own ``hotpatch login`` profile."""
+    before = os.environ.get("HOTPATCH_CONFIG_DIR")
+    os.environ["HOTPATCH_CONFIG_DIR"] = str(tmp_path_factory.mktemp("no-profile"))
+    yield
+    if before is None:
+        os.environ.pop("HOTPATCH_CONFIG_DIR", None)
+    else:
+        os.environ["HOTPATCH_CONFIG_DIR"] = before
+
+
 def _required() -> set[str]:
     return set(os.environ.get("PYHOTPATCH_REQUIRE_PYTHONS", "").replace(",", " ").split())
 

@@ -70,7 +70,9 @@ def hotpatch(
 ) -> subprocess.CompletedProcess[str]:
     """Run the ``hotpatch`` command."""
     environ = {
-        k: v for k, v in os.environ.items() if not k.startswith(("HOTPATCH_", "PYHOTPATCH_HOME"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HOTPATCH_", "PYHOTPATCH_HOME")) or k == "HOTPATCH_CONFIG_DIR"
     }
     environ.update({"COLUMNS": "160", **(env or {})})
     return subprocess.run(

@@ -113,7 +113,9 @@ def test_login_refuses_a_bad_token_and_an_unreachable_server(
 def test_options_and_environment_win_over_the_profile(
     server: ServerProcess, signed_in: dict[str, str]
 ) -> None:
-    elsewhere = hotpatch("group", "list", "--server", "http://127.0.0.1:9", env=signed_in)
+    elsewhere = hotpatch(
+        "group", "list", "--server", "http://127.0.0.1:9", "--token", "t" * 32, env=signed_in
+    )
     assert elsewhere.returncode == 5
     wrong = hotpatch("group", "list", env={**signed_in, "HOTPATCH_TOKEN": "wrong-token-value"})
     assert wrong.returncode == 1
@@ -311,3 +313,20 @@ def test_images_and_queries() -> None:
     assert apply_query([{"name": "a"}, {"name": "b"}], "[].name") == ["a", "b"]
     with pytest.raises(UsageError):
         apply_query({}, "[[")
+
+
+def test_release_and_token_commands_use_the_profile_but_never_leak_its_token(
+    server: ServerProcess, owner: str, signed_in: dict[str, str], tmp_path: Path
+) -> None:
+    listed = hotpatch("token", "list", "--subscription", SUB, "--json", env=signed_in)
+    assert listed.returncode == 0, listed.stderr
+    assert "operator" in [t["name"] for t in json.loads(listed.stdout)]
+    releases = hotpatch("release", "list", "--json", env=signed_in)
+    assert releases.returncode == 0, releases.stderr
+    # a data directory named on the command line is still used locally
+    local = hotpatch("token", "list", "--json", "--data-dir", str(tmp_path / "here"), env=signed_in)
+    assert local.returncode == 0 and json.loads(local.stdout) == []
+    # another server named on the command line does not get the profile's token
+    elsewhere = hotpatch("vm", "list", "--server", "http://127.0.0.1:9", env=signed_in)
+    assert elsewhere.returncode == 2
+    assert "no token" in one_error_line(elsewhere.stderr)

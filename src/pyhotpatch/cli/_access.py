@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pyhotpatch.apiclient import ApiCallError, ControlPlane
+from pyhotpatch.cli._profile import remote
 from pyhotpatch.errors import HotpatchError
 
 
@@ -59,12 +60,13 @@ class CatalogAccess(Protocol):
 def open_access(
     server: str | None, token: str | None, data_dir: Path | None, db: str | None
 ) -> CatalogAccess:
-    """Remote access when a server is named, else the local data directory."""
-    server = server or os.environ.get("HOTPATCH_SERVER")
-    if server:
-        if data_dir is not None or db is not None:
-            raise HotpatchError("give either --server or --data-dir/--db, not both")
-        return RemoteAccess(server, token)
+    """Remote access when a server is named or signed in to, else the local data directory."""
+    local = data_dir is not None or db is not None
+    if local and (server or os.environ.get("HOTPATCH_SERVER")):
+        raise HotpatchError("give either --server or --data-dir/--db, not both")
+    found = remote(server, local)
+    if found is not None and found.server:
+        return RemoteAccess(found.server, token or found.token, found.ca)
     return LocalAccess(data_dir, db)
 
 
@@ -145,8 +147,8 @@ class LocalAccess:
 class RemoteAccess:
     """A control plane's ``/hotpatch`` API over HTTP."""
 
-    def __init__(self, server: str, token: str | None) -> None:
-        self.plane = ControlPlane(server, token)
+    def __init__(self, server: str, token: str | None, ca: str | None = None) -> None:
+        self.plane = ControlPlane(server, token, Path(ca) if ca else None)
         self._call = self.plane.call
 
     def products(self) -> list[dict[str, Any]]:

@@ -90,13 +90,32 @@ def resolve(
     token: str | None = None,
     subscription: str | None = None,
 ) -> Profile:
-    """The profile a command runs with: its options, then the environment, then the saved one."""
+    """The profile a command runs with: its options, then the environment, then the saved one.
+
+    The saved token and CA go only to the saved server: naming another server never sends
+    it the profile's token.
+    """
     saved = load()
-    ca = os.environ.get("HOTPATCH_CA_BUNDLE") or saved.ca
+    chosen = server or os.environ.get("HOTPATCH_SERVER") or saved.server
+    own = chosen is not None and saved.server is not None and chosen.rstrip("/") == saved.server
     return Profile(
-        server=server or os.environ.get("HOTPATCH_SERVER") or saved.server,
-        token=token or os.environ.get("HOTPATCH_TOKEN") or saved.token,
-        ca=ca,
+        server=chosen,
+        token=token or os.environ.get("HOTPATCH_TOKEN") or (saved.token if own else None),
+        ca=os.environ.get("HOTPATCH_CA_BUNDLE") or (saved.ca if own else None),
         subscription=subscription or os.environ.get("HOTPATCH_SUBSCRIPTION") or saved.subscription,
         output=saved.output,
     )
+
+
+def remote(server: str | None, local: bool) -> Profile | None:
+    """Where a command that can also act on a local data directory should go, if anywhere.
+
+    ``--server`` or ``HOTPATCH_SERVER`` send it to that server; otherwise, unless a data
+    directory or database was named (``local``), to the signed-in profile's server.
+    """
+    if server or os.environ.get("HOTPATCH_SERVER"):
+        return resolve(server)
+    if local or os.environ.get("PYHOTPATCH_HOME"):
+        return None
+    found = resolve()
+    return found if found.server else None

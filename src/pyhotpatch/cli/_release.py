@@ -32,7 +32,10 @@ release_app = typer.Typer(
 
 ServerOption = Annotated[
     str | None,
-    typer.Option("--server", help="Control plane URL (HOTPATCH_SERVER); omit to use --data-dir."),
+    typer.Option(
+        "--server",
+        help="Control plane URL (HOTPATCH_SERVER; default: the profile's, else --data-dir).",
+    ),
 ]
 TokenOption = Annotated[
     str | None, typer.Option("--token", help="Bearer token (HOTPATCH_TOKEN).", show_default=False)

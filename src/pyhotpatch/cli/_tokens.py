@@ -1,14 +1,15 @@
 """``hotpatch token``: create, list and revoke the bearer tokens that reach the control plane.
 
-Against a server (``--server``, with an administrator's or a subscription owner's token),
-or directly on the control plane's data directory, as an administrator on its host.
+Against a server (``--server``, or the one ``hotpatch login`` kept, with an administrator's
+or a subscription owner's token), or directly on the control plane's data directory
+(``--data-dir``), as an administrator on its host.
 A token's secret is printed once, when it is made; the server keeps only its digest.
 """
 
 from __future__ import annotations
 
 import json
-import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from rich.table import Table
 
 from pyhotpatch.apiclient import ApiCallError, ControlPlane
 from pyhotpatch.cli._app import EXIT_FAILED, err, out
+from pyhotpatch.cli._profile import Profile, remote
 from pyhotpatch.errors import HotpatchError
 
 token_app = typer.Typer(
@@ -25,7 +27,10 @@ token_app = typer.Typer(
 
 ServerOption = Annotated[
     str | None,
-    typer.Option("--server", help="Control plane URL (HOTPATCH_SERVER); omit to use --data-dir."),
+    typer.Option(
+        "--server",
+        help="Control plane URL (HOTPATCH_SERVER; default: the profile's, else --data-dir).",
+    ),
 ]
 TokenOption = Annotated[
     str | None,
@@ -41,11 +46,11 @@ DataDirOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _call(
-    method: str, path: str, server: str, token: str | None, ca: Path | None, body: Any = None
-) -> Any:
+def _call(method: str, path: str, where: Profile, ca: Path | None, body: Any = None) -> Any:
     try:
-        plane = ControlPlane(server, token, ca)
+        bundle = ca or (Path(where.ca) if where.ca else None)
+        assert where.server is not None
+        plane = ControlPlane(where.server, where.token, bundle)
         try:
             return plane.call(method, path, json=body).json()
         finally:
@@ -65,8 +70,11 @@ def _local(data_dir: Path | None) -> Any:
     return catalog, TokenStore(catalog.engine, catalog.clock)
 
 
-def _server(server: str | None) -> str | None:
-    return server or os.environ.get("HOTPATCH_SERVER")
+def _remote(server: str | None, token: str | None, data_dir: Path | None) -> Profile | None:
+    found = remote(server, data_dir is not None)
+    if found is None:
+        return None
+    return replace(found, token=token or found.token)
 
 
 @token_app.command()
@@ -98,9 +106,9 @@ def create(
         body["machine"] = machine
     if expires_in_days:
         body["expiresInDays"] = expires_in_days
-    remote = _server(server)
-    if remote:
-        made = _call("POST", "/hotpatch/tokens", remote, token, ca, body)
+    where = _remote(server, token, data_dir)
+    if where is not None:
+        made = _call("POST", "/hotpatch/tokens", where, ca, body)
     else:
         made = _create_locally(data_dir, body)
     if as_json:
@@ -153,10 +161,10 @@ def list_tokens(
     as_json: JsonOption = False,
 ) -> None:
     """List live tokens (never their secrets)."""
-    remote = _server(server)
-    if remote:
+    where = _remote(server, token, data_dir)
+    if where is not None:
         path = "/hotpatch/tokens" + (f"?subscription={subscription}" if subscription else "")
-        found = _call("GET", path, remote, token, ca)["value"]
+        found = _call("GET", path, where, ca)["value"]
     else:
         catalog, store = _local(data_dir)
         try:
@@ -187,9 +195,9 @@ def revoke(
     data_dir: DataDirOption = None,
 ) -> None:
     """Revoke a token at once."""
-    remote = _server(server)
-    if remote:
-        _call("DELETE", f"/hotpatch/tokens/{token_id}", remote, token, ca)
+    where = _remote(server, token, data_dir)
+    if where is not None:
+        _call("DELETE", f"/hotpatch/tokens/{token_id}", where, ca)
     else:
         catalog, store = _local(data_dir)
         try:
