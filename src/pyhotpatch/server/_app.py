@@ -27,6 +27,7 @@ from pyhotpatch.server.arm._subscriptions import subscriptions_router
 from pyhotpatch.server.orchestrator._fleet import backfill
 from pyhotpatch.server.orchestrator._orchestrator import Orchestrator
 from pyhotpatch.server.orchestrator._routes import orchestrator_router
+from pyhotpatch.server.portal import install_portal
 
 log = logging.getLogger("pyhotpatch.server")
 
@@ -104,6 +105,7 @@ def create_app(
     install_agent_routes(app, ctx, auth)  # agent protocol, patch operations; heartbeat first
     app.include_router(orchestrator_router(ctx, auth, orchestrator))
     app.state.orchestrator = orchestrator
+    install_portal(app, catalog.clock)  # pages over this app's own API, with the user's token
     document_bodies(app)
     app.add_middleware(ArmMiddleware, engine=catalog.engine, clock=catalog.clock)
     return app
