@@ -25,7 +25,7 @@ HOTPATCH = Path(sys.executable).with_name("hotpatch")
 def _demo(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYHOTPATCH")}
     return subprocess.run(
-        [str(HOTPATCH), "demo", "--workdir", str(workdir), *args],
+        [str(HOTPATCH), "demo", "--engine", "--workdir", str(workdir), *args],
         capture_output=True,
         text=True,
         timeout=300,

@@ -181,12 +181,13 @@ def run(
 ) -> None:
     """Serve as the machine's agent until SIGTERM: heartbeats, work, the service's workers."""
     from pyhotpatch.agent._daemon import Agent, setup_logging
+    from pyhotpatch.clock import from_environment
 
     try:
         setup_logging(state_dir, verbose=verbose)
-        agent = Agent(state_dir, stop_service=stop_service)
+        agent = Agent(state_dir, stop_service=stop_service, clock=from_environment())
         code = agent.run()
-    except (HotpatchError, OSError) as exc:
+    except (HotpatchError, OSError, ValueError) as exc:
         raise _fail(exc) from None
     raise typer.Exit(code)
 

@@ -235,15 +235,38 @@ def ps(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] =
 
 @app.command()
 def demo(
-    workdir: Annotated[Path, typer.Option(help="Releases, package and logs.")] = Path(".demo"),
+    workdir: Annotated[
+        Path, typer.Option(help="Control plane, machines, releases and logs.")
+    ] = Path(".demo"),
+    speed: Annotated[
+        float,
+        typer.Option(
+            min=1, max=120, help="How much faster than the wall clock the fleet's time runs."
+        ),
+    ] = 30.0,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="The control plane's port (0: any free one).")
+    ] = 0,
     keep_running: Annotated[
-        bool, typer.Option("--keep-running", help="Leave the patched service running.")
+        bool, typer.Option("--keep-running", help="Leave everything running until Ctrl-C.")
+    ] = False,
+    engine: Annotated[
+        bool,
+        typer.Option(
+            "--engine", help="Instead: fix CVE-2024-53861 in one PyJWT service, no control plane."
+        ),
     ] = False,
 ) -> None:
-    """Live demo: fix CVE-2024-53861 in a running PyJWT service under load, without a restart."""
-    from pyhotpatch.demo import story
+    """Live demo: a fleet hotpatched availability-first by the control plane, under load."""
+    if engine:
+        from pyhotpatch.demo import story
 
-    raise typer.Exit(story.run(workdir, keep_running=keep_running))
+        raise typer.Exit(story.run(workdir, keep_running=keep_running))
+    from pyhotpatch.demo import fleet
+
+    raise typer.Exit(
+        fleet.run(workdir / "fleet", speed=speed, port=port, keep_running=keep_running)
+    )
 
 
 def _pids(pid: list[int] | None, all_processes: bool) -> list[int]:
