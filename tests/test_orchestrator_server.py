@@ -305,6 +305,13 @@ def test_a_security_hotpatch_rolls_out_to_devtest_then_to_production_after_the_s
         1,
         "installing",
     )
+    (member,) = first["machines"]
+    assert member["machine"] == dev.vm_id.lower() and member["name"] == "dev-1"
+    assert (member["availabilitySet"], member["updateDomain"], member["state"]) == (
+        None,
+        None,
+        "installing",
+    )
     item = plane.install(dev)
     windows = item["payload"]["parameters"]["windowsParameters"]
     assert windows["kbNumbersToInclude"] == [HOTPATCH]

@@ -96,6 +96,16 @@ def batch_rows(value: Any) -> Any:
             "region": b.get("region"),
             "ring": b.get("ring"),
             "zone": b.get("zone"),
+            "updateDomains": ",".join(
+                sorted(
+                    {
+                        f"{m['availabilitySet']}:{m['updateDomain']}"
+                        for m in b.get("machines") or []
+                        if m.get("availabilitySet")
+                    }
+                )
+            ),
+            "machines": ",".join(m["name"] for m in b.get("machines") or []),
             "state": b.get("state"),
             "size": b.get("size"),
             "failed": b.get("failed"),

@@ -29,6 +29,7 @@ from pyhotpatch.server.orchestrator._rules import ACTIVE, CANCELED, PAUSED, Tran
 from pyhotpatch.server.orchestrator._settings import Settings, load, save
 from pyhotpatch.storage import serialized
 from pyhotpatch.storage._tables import (
+    fleet_machines,
     machines,
     notices,
     rollout_batches,
@@ -85,9 +86,40 @@ def rollout_document(conn: Connection, row: Any, *, detail: bool = False) -> dic
                 .order_by(rollout_regions.c.phase, rollout_regions.c.region)
             )
         ]
+        members: dict[int, list[dict[str, Any]]] = {}
+        for m in conn.execute(
+            select(
+                rollout_installs.c.batch,
+                rollout_installs.c.machine,
+                rollout_installs.c.state,
+                rollout_installs.c.healthy,
+                fleet_machines.c.availability_set,
+                fleet_machines.c.update_domain,
+            )
+            .select_from(
+                rollout_installs.outerjoin(
+                    fleet_machines, fleet_machines.c.id == rollout_installs.c.machine
+                )
+            )
+            .where(rollout_installs.c.rollout == row.id, rollout_installs.c.batch.is_not(None))
+            .order_by(rollout_installs.c.machine)
+        ):
+            members.setdefault(m.batch, []).append(
+                {
+                    "machine": m.machine,
+                    "name": m.machine.rsplit("/", 1)[-1],
+                    "availabilitySet": (
+                        m.availability_set.rsplit("/", 1)[-1] if m.availability_set else None
+                    ),
+                    "updateDomain": m.update_domain if m.availability_set else None,
+                    "state": m.state,
+                    "healthy": m.healthy,
+                }
+            )
         doc["batchList"] = [
             {
                 "number": b.number,
+                "machines": members.get(b.id, []),
                 "region": b.region,
                 "ring": b.ring,
                 "zone": b.zone,
