@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import typer
 
-from pyhotpatch.cli._app import err
 from pyhotpatch.cli._session import (
     FEATURES,
     RESOURCES,
@@ -24,7 +23,9 @@ from pyhotpatch.cli._session import (
     TokenOption,
     dig,
     run,
+    spinner,
 )
+from pyhotpatch.errors import HotpatchError
 
 feature_app = typer.Typer(
     name="feature", help="Register preview features (az feature).", no_args_is_help=True
@@ -184,23 +185,12 @@ def provider_register(
 
 
 def _wait_registered(s: Session, path: str, answer: Any) -> Any:
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     began = time.monotonic()
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("registering", total=None)
+    with spinner("registering") as show:
         while (answer or {}).get("registrationState") != "Registered":
             state = (answer or {}).get("registrationState", "?")
-            progress.update(task, description=f"{path.rsplit('/', 1)[-1]}: {state}")
+            show(f"{path.rsplit('/', 1)[-1]}: {state}")
             if time.monotonic() - began > WAIT_SECONDS:
-                from pyhotpatch.errors import HotpatchError
-
                 raise HotpatchError(f"still {state} after {WAIT_SECONDS:.0f} s")
             time.sleep(1.0)
             answer = s.json("GET", path, RESOURCES)

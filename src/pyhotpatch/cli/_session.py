@@ -191,10 +191,11 @@ def _delay(response: Any) -> float:
         return 1.0
 
 
-def _poll(plane: ControlPlane, url: str, what: str, delay: float) -> Any:
+@contextmanager
+def spinner(description: str) -> Iterator[Callable[[str], None]]:
+    """A spinner with ``description`` and the elapsed time on stderr; yields its updater."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    began = time.monotonic()
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -202,12 +203,18 @@ def _poll(plane: ControlPlane, url: str, what: str, delay: float) -> Any:
         console=err,
         transient=True,
     ) as progress:
-        task = progress.add_task(f"{what}: InProgress", total=None)
+        task = progress.add_task(description, total=None)
+        yield lambda text: progress.update(task, description=text)
+
+
+def _poll(plane: ControlPlane, url: str, what: str, delay: float) -> Any:
+    began = time.monotonic()
+    with spinner(f"{what}: InProgress") as show:
         while True:
             answer = plane.call("GET", url)
             status = answer.json()
             state = status.get("status", "InProgress")
-            progress.update(task, description=f"{what}: {state}")
+            show(f"{what}: {state}")
             if state == "Succeeded":
                 return (status.get("properties") or {}).get("output", status)
             if state in ("Failed", "Canceled"):
