@@ -492,6 +492,244 @@ def test_feature_and_provider_registration_from_the_subscription_page(
     assert "Microsoft.Compute ✔ Registered" in text(registered)
 
 
+# --- creating a machine ----------------------------------------------------------------------
+
+NEW = "/portal/machines/new"
+DEMO = "pyhotpatch:python-service:demo-hotpatch"
+LEGACY = "pyhotpatch:python-service:demo-legacy"
+
+
+def _create_form(**changes: Any) -> dict[str, Any]:
+    """The create form as a person fills it in: a new group, DevTest, hotpatch on."""
+    form = {
+        "subscription": SUB,
+        "loaded": SUB,
+        "group": "",
+        "newGroup": "portal-made",
+        "newGroupRegion": "eastus",
+        "name": "made-1",
+        "region": "",
+        "image": DEMO,
+        "zone": "2",
+        "availabilitySet": "",
+        "environment": "DevTest",
+        "patchMode": "AutomaticByPlatform",
+        "hotpatch": "on",
+        "timeZone": "Europe/Berlin",
+        "window": "22:00-05:00",
+        "step": "create",
+    }
+    form.update(changes)
+    return {key: value for key, value in form.items() if value is not None}
+
+
+def _new_vm_path(group: str, name: str) -> str:
+    return f"/subscriptions/{SUB}/resourceGroups/{group}/providers/Microsoft.Compute/virtualMachines/{name}"
+
+
+def _selected(page: str, field: str) -> str | None:
+    """The value of the selected option of the select named ``field``."""
+    found = re.search(rf'<select id="{field}" name="{field}"[^>]*>(.*?)</select>', page, re.S)
+    assert found is not None, field
+    option = re.search(r'<option value="([^"]*)" selected>', found.group(1))
+    return html.unescape(option.group(1)) if option else None
+
+
+def test_a_machine_is_created_through_the_form_in_a_new_group(
+    plane: Plane, browser: Browser
+) -> None:
+    browser.sign_in(plane.owner)
+    machines = browser.page("/portal/machines")
+    assert f'href="{NEW}"' in machines and "Create a machine" in text(machines)
+    assert f'href="{NEW}"' in browser.page("/portal")
+
+    form = browser.page(NEW)
+    words = text(form)
+    assert "<h1>Create a machine</h1>" in form and form.count("<h1") == 1
+    assert _selected(form, "subscription") == SUB
+    assert f'<option value="{GROUP}">{GROUP} (westus)</option>' in form  # the existing group
+    assert f'<option value="{DEMO}">demo-hotpatch · hotpatch-capable</option>' in form
+    assert "demo-legacy · restart-based updates only; upgrade to pyhotpatch-demo" in words
+    assert _selected(form, "patchMode") == "AutomaticByPlatform"
+    assert 'id="hotpatch" name="hotpatch" value="on" checked' in form
+    assert 'name="timeZone" type="text" value="UTC"' in form
+    assert "takes hotpatches without restarts" in words
+    assert "DevTest machines take each automatic rollout first" in words
+    assert "Production machines wait in each region" in words
+    assert '<option value="eastus">East US</option>' in form
+    # every input of the form has a label
+    for name in re.findall(r'<(?:input|select) id="([^"]+)"', form):
+        assert f'<label for="{name}">' in form, name
+
+    made = browser.submit(NEW, _create_form())
+    assert flash(made).startswith("✔ Done: Machine made-1 created in portal-made (eastus)")
+    assert "DevTest, hotpatch on" in flash(made)
+    assert "<h1>made-1" in made and 'aria-current="page">Updates' in made
+
+    group = plane.get(
+        f"/subscriptions/{SUB}/resourcegroups/portal-made", **{"api-version": "2025-04-01"}
+    )
+    assert group["location"] == "eastus"
+    vm = plane.get(_new_vm_path("portal-made", "made-1"), **{"api-version": API})
+    assert vm["location"] == "eastus" and vm["zones"] == ["2"]
+    assert vm["tags"] == {
+        "hotpatch-environment": "DevTest",
+        "hotpatch-maintenance-window": "22:00-05:00",
+    }
+    config = vm["properties"]["osProfile"]["windowsConfiguration"]
+    assert config["provisionVMAgent"] is True and config["timeZone"] == "Europe/Berlin"
+    assert config["patchSettings"]["patchMode"] == "AutomaticByPlatform"
+    assert config["patchSettings"]["enableHotpatching"] is True
+    image = vm["properties"]["storageProfile"]["imageReference"]
+    assert (image["publisher"], image["offer"], image["sku"]) == tuple(DEMO.split(":"))
+
+    # into an existing group, Production, hotpatch off, in the group's region, in a set
+    with plane.http(plane.owner) as owner:
+        made_set = owner.put(
+            f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.Compute"
+            "/availabilitySets/app-set",
+            params={"api-version": API},
+            json={"location": "westus"},
+        )
+        assert made_set.status_code in (200, 201), made_set.text
+    set_id = made_set.json()["id"]
+    form = browser.page(NEW)
+    assert f'<option value="{html.escape(set_id)}">app-set (westus, 5 update domains)' in form
+    second = browser.submit(
+        NEW,
+        _create_form(
+            group=GROUP,
+            newGroup="",
+            newGroupRegion="",
+            name="made-2",
+            zone="",
+            availabilitySet=set_id,
+            environment="Production",
+            hotpatch=None,  # an unticked checkbox is not posted
+            timeZone="UTC",
+            window="",
+        ),
+    )
+    assert "Production, hotpatch off" in flash(second)
+    vm = plane.get(_new_vm_path(GROUP, "made-2"), **{"api-version": API})
+    assert vm["location"] == "westus" and not vm.get("zones")
+    assert vm["tags"] == {"hotpatch-environment": "Production"}
+    assert vm["properties"]["availabilitySet"]["id"].lower() == set_id.lower()
+    settings = vm["properties"]["osProfile"]["windowsConfiguration"]["patchSettings"]
+    assert settings["enableHotpatching"] is False
+
+
+def test_a_refused_create_shows_the_apis_words_and_keeps_the_values(
+    plane: Plane, browser: Browser
+) -> None:
+    browser.sign_in(plane.owner)
+    csrf = browser.csrf(NEW)
+
+    # hotpatch on a non-hotpatch image: the API's 400, the form again with the values kept
+    refused = browser.client.post(NEW, data={**_create_form(image=LEGACY), "csrf": csrf})
+    assert refused.status_code == 400
+    page = refused.text
+    summary = re.search(r'<div class="error-summary"(.*?)</div>', page, re.S)
+    assert summary is not None
+    assert 'role="alert"' in summary.group(1) and "autofocus" in summary.group(1)
+    assert "The machine was not created" in text(summary.group(1))
+    assert "does not support hotpatching" in text(summary.group(1))
+    assert "HTTP 400 · InvalidParameter" in text(summary.group(1))
+    assert '<a href="#hotpatch">' in summary.group(1)
+    assert 'aria-invalid="true" aria-describedby="hotpatch-error hotpatch-means"' in page
+    assert 'id="hotpatch-error"' in page
+    assert "<title>Error: Create a machine" in page
+    assert _selected(page, "image") == LEGACY and _selected(page, "zone") == "2"
+    assert 'name="name" type="text" value="made-1"' in page
+    assert 'name="window" type="text" value="22:00-05:00"' in page
+    assert 'value="DevTest" aria-describedby="environment-DevTest-means" checked' in page
+    assert (
+        plane.get_reply(_new_vm_path("portal-made", "made-1"), **{"api-version": API}).status_code
+        == 404
+    )
+    # the new group was made before the machine was refused: the form now chooses it
+    assert _selected(page, "group") == "portal-made"
+    assert "The resource group portal-made exists now" in text(page)
+
+    # a bad off-peak window: the API's words, next to the window field
+    bad = browser.client.post(
+        NEW,
+        data={**_create_form(group="portal-made", newGroup="", window="25:00-06:00"), "csrf": csrf},
+    )
+    assert bad.status_code == 400
+    assert "'25:00-06:00' of tag 'hotpatch-maintenance-window' is not valid" in text(bad.text)
+    assert 'id="window-error"' in bad.text and '<a href="#window">' in bad.text
+    assert 'name="window" type="text" value="25:00-06:00"' in bad.text
+
+    # an unknown time zone
+    zone = browser.client.post(
+        NEW,
+        data={
+            **_create_form(group="portal-made", newGroup="", timeZone="Mars/Olympus"),
+            "csrf": csrf,
+        },
+    )
+    assert zone.status_code == 400 and 'id="timeZone-error"' in zone.text
+    assert "'Mars/Olympus' of property 'timeZone' is not a known time zone" in text(zone.text)
+
+    # nothing named: the portal asks before calling the API
+    empty = browser.client.post(
+        NEW, data={**_create_form(newGroup="", name="", image=""), "csrf": csrf}
+    )
+    assert empty.status_code == 400 and "MissingParameter" in empty.text
+    assert (
+        "Give a resource group (an existing one or a new name), a machine name, an image."
+        in text(empty.text)
+    )
+
+    # showing another subscription's groups creates nothing and keeps what was typed
+    shown = browser.client.post(
+        NEW, data={**_create_form(name="kept-1", step="load"), "csrf": csrf}
+    )
+    assert shown.status_code == 200 and 'value="kept-1"' in shown.text
+    assert (
+        plane.get_reply(_new_vm_path("portal-made", "kept-1"), **{"api-version": API}).status_code
+        == 404
+    )
+
+    with plane.http() as admin:
+        listed = admin.get(
+            f"/subscriptions/{SUB}/providers/Microsoft.Compute/virtualMachines",
+            params={"api-version": API},
+        ).json()["value"]
+    assert listed == []
+
+
+def test_a_reader_gets_no_create_link_and_a_forced_create_shows_the_apis_403(
+    plane: Plane, browser: Browser
+) -> None:
+    reader = _token(plane, "Reader")
+    browser.sign_in(reader)
+    assert NEW not in browser.page("/portal") and NEW not in browser.page("/portal/machines")
+    page = browser.page(NEW)
+    assert forms(page) == ["logout"]
+    assert "creating one needs a Contributor or Owner token" in text(page)
+    refused = browser.client.post(
+        NEW,
+        data={**_create_form(group=GROUP, newGroup=""), "csrf": browser.csrf("/portal")},
+    )
+    assert refused.status_code == 403
+    assert "AuthorizationFailed" in refused.text and "HTTP 403" in text(refused.text)
+    assert plane.get_reply(_new_vm_path(GROUP, "made-1"), **{"api-version": API}).status_code == 404
+
+
+def test_the_create_form_needs_the_sessions_csrf_token(plane: Plane, browser: Browser) -> None:
+    browser.sign_in(plane.owner)
+    for csrf in (None, "", "0" * 64):
+        data = _create_form() if csrf is None else {**_create_form(), "csrf": csrf}
+        reply = browser.client.post(NEW, data=data)
+        assert reply.status_code == 403 and "InvalidCsrfToken" in reply.text
+    missing = plane.get_reply(
+        f"/subscriptions/{SUB}/resourcegroups/portal-made", **{"api-version": "2025-04-01"}
+    )
+    assert missing.status_code == 404
+
+
 # --- what pages compute from API documents ------------------------------------------------------
 
 
@@ -559,3 +797,92 @@ def test_machine_references_placements_and_install_parameters() -> None:
     linux = _views.install_parameters({"include": ["openssl*"]}, "Linux")
     assert linux["linuxParameters"]["packageNameMasksToInclude"] == ["openssl*"]
     assert (linux["maximumDuration"], linux["rebootSetting"]) == ("PT2H", "IfRequired")
+
+
+def test_a_batch_shows_each_set_and_update_domain_once() -> None:
+    from pyhotpatch.server.portal._render import update_domains
+
+    machines = [
+        {"availabilitySet": "app-set", "updateDomain": 1},
+        {"availabilitySet": "app-set", "updateDomain": 1},
+        {"availabilitySet": "db-set", "updateDomain": 0},
+        {"availabilitySet": None, "updateDomain": None},
+    ]
+    assert update_domains(machines) == "app-set: 1, db-set: 0"
+    assert update_domains([{"availabilitySet": None, "updateDomain": None}]) == "no set"
+    assert update_domains([]) == "no set"
+
+
+def test_the_create_forms_body_is_the_one_az_sends() -> None:
+    values = {
+        **_views.CREATE_DEFAULTS,
+        "name": "m",
+        "image": DEMO,
+        "zone": "1",
+        "window": "01:00-03:00",
+        "timeZone": "Asia/Tokyo",
+    }
+    model = _views.machine_model(values, SUB, "g", "westus")
+    assert model["location"] == "westus" and model["zones"] == ["1"]
+    assert model["tags"] == {
+        "hotpatch-environment": "DevTest",
+        "hotpatch-maintenance-window": "01:00-03:00",
+    }
+    config = model["properties"]["osProfile"]["windowsConfiguration"]
+    assert config == {
+        "provisionVMAgent": True,
+        "patchSettings": {"patchMode": "AutomaticByPlatform", "enableHotpatching": True},
+        "timeZone": "Asia/Tokyo",
+    }
+    assert model["properties"]["storageProfile"]["imageReference"] == {
+        "publisher": "pyhotpatch",
+        "offer": "python-service",
+        "sku": "demo-hotpatch",
+        "version": "latest",
+    }
+    assert "availabilitySet" not in model["properties"]
+    manual = _views.machine_model(
+        {**values, "patchMode": "Manual", "hotpatch": "", "availabilitySet": "s", "zone": ""},
+        SUB,
+        "g",
+        "westus",
+    )
+    manual_config = manual["properties"]["osProfile"]["windowsConfiguration"]
+    assert manual_config["enableAutomaticUpdates"] is False  # as az vm create sets it
+    assert manual_config["patchSettings"]["enableHotpatching"] is False
+    assert manual["properties"]["availabilitySet"]["id"] == (
+        f"/subscriptions/{SUB}/resourceGroups/g/providers/Microsoft.Compute/availabilitySets/s"
+    )
+    assert "zones" not in manual
+
+    assert _views.create_values({"name": [" m "], "hotpatch": []})["hotpatch"] == ""
+    assert _views.field_of_target("tags.hotpatch-maintenance-window") == "window"
+    assert (
+        _views.field_of_target(
+            "properties.osProfile.windowsConfiguration.patchSettings.enableHotpatching"
+        )
+        == "hotpatch"
+    )
+    assert (
+        _views.field_of_target("properties.osProfile.windowsConfiguration.patchSettings.patchMode")
+        == "patchMode"
+    )
+    assert _views.field_of_target(None) is None
+    assert _views.group_of(f"/subscriptions/{SUB}/resourceGroups/g/providers/x/y/z") == "g"
+
+    choices = _views.image_choices([
+        {"name": "old", "title": "Old", "hotpatch": False, "upgradeTo": "new",
+         "images": [{"publisher": "p", "offer": "o", "sku": "a"}]},
+        {"name": "new", "title": "New", "hotpatch": True,
+         "images": [{"publisher": "p", "offer": "o", "sku": "b"}]},
+    ])  # fmt: skip
+    assert [(c.urn, c.hotpatch, c.upgrade_to) for c in choices] == [
+        ("p:o:b", True, None),
+        ("p:o:a", False, "new"),
+    ]
+    provider = {"resourceTypes": [
+        {"resourceType": "availabilitySets", "locations": ["Nowhere"]},
+        {"resourceType": "virtualMachines", "locations": ["West US", "East US"]},
+    ]}  # fmt: skip
+    assert _views.regions_of(provider) == [("eastus", "East US"), ("westus", "West US")]
+    assert _views.regions_of({}) == []

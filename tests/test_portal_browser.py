@@ -1,11 +1,12 @@
 """The web portal end to end in headless Chromium (Playwright driving Debian's ``chromium``).
 
-A real control plane runs in-process on a manual clock; a machine is created through the
-API and a simulated agent answers its work from a thread. The browser signs in, finds the
-machine, assesses it and installs its update with the page's own forms, watches the
-operation finish through the live region (no reload), and reads the result in Update
-history; then the machine page is walked with the keyboard alone. Screenshots of each
-step are written to ``tests/artifacts/portal/``.
+A real control plane runs in-process on a manual clock. The browser signs in and creates
+a machine with the portal's Create a machine form, in a new resource group; a simulated
+agent then enrols on it and answers its work from a thread. The browser assesses the
+machine and installs its update with the page's own forms, watches the operation finish
+through the live region (no reload), and reads the result in Update history; then a
+machine page is walked with the keyboard alone. Screenshots of each step are written to
+``tests/artifacts/portal/``.
 """
 
 from __future__ import annotations
@@ -46,11 +47,9 @@ def plane(tmp_path: Path) -> Iterator[Plane]:
         yield Plane(url, clock, owner, releases=())  # no releases: the agent's patches suffice
 
 
-@pytest.fixture
-def agent(plane: Plane) -> Iterator[SimulatedAgent]:
-    """web-1, made through the API, whose agent answers work from a thread."""
-    vm_id = plane.vm("web-1", environment="DevTest")
-    running = SimulatedAgent(
+def svc_agent(plane: Plane, vm_id: str) -> SimulatedAgent:
+    """The agent of a machine of the svc stack: on its baseline, one Security hotpatch ready."""
+    return SimulatedAgent(
         PlainServer(plane.url),
         vm_id,
         plane.owner,
@@ -58,7 +57,12 @@ def agent(plane: Plane) -> Iterator[SimulatedAgent]:
         reported={"baseline": "KB5070000"},
         poll_wait=0.5,
     )
-    with running:
+
+
+@pytest.fixture
+def agent(plane: Plane) -> Iterator[SimulatedAgent]:
+    """web-1, made through the API, whose agent answers work from a thread."""
+    with svc_agent(plane, plane.vm("web-1", environment="DevTest")) as running:
         yield running
 
 
@@ -111,23 +115,52 @@ def sign_in(page: Page, token: str) -> None:
     expect(page.get_by_role("heading", level=1)).to_have_text("Hotpatch overview")
 
 
-def test_sign_in_assess_install_and_read_the_history(
-    plane: Plane, agent: SimulatedAgent, page: Page
-) -> None:
+def test_create_assess_install_and_read_the_history(plane: Plane, page: Page) -> None:
     sign_in(page, plane.owner)
     check_accessible_basics(page)
     expect(page.locator("#compliance-live")).to_have_attribute("aria-live", "polite")
     shot(page, "02-overview")
 
-    page.get_by_role("link", name="web-1").click()
+    # Create a machine: a new group, DevTest, the hotpatch-capable demo image, hotpatch on
+    page.get_by_role("link", name="Create a machine").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Create a machine")
+    check_accessible_basics(page)
+    expect(page.get_by_label("Subscription")).to_have_value(SUB)
+    expect(page.get_by_label("Enable hotpatch")).to_be_checked()
+    expect(page.get_by_label("Patch mode")).to_have_value("AutomaticByPlatform")
+    expect(page.get_by_label("Time zone")).to_have_value("UTC")
+    page.get_by_label("Resource group").select_option("")
+    page.get_by_label("New group's name").fill("web")
+    page.get_by_label("New group's region").select_option("westus")
+    page.get_by_label("Machine name").fill("web-1")
+    page.get_by_label("Image").select_option("pyhotpatch:python-service:demo-hotpatch")
+    page.get_by_label("DevTest").check()
+    page.get_by_label("Off-peak window (optional)").fill("01:00-05:00")
+    shot(page, "03-create-form")
+    page.get_by_role("button", name="Create the machine").click()
+    expect(page.locator(".flash")).to_contain_text("Machine web-1 created in web (westus)")
     expect(page.get_by_role("heading", level=1)).to_contain_text("web-1")
     expect(page.get_by_role("link", name="Updates", exact=True)).to_have_attribute(
         "aria-current", "page"
     )
     check_accessible_basics(page)
-    expect(page.locator("#status-live")).to_contain_text("KB5070000")
+    enrolled = page.locator("#status-live div", has_text="Agent enrolled").locator("dd")
+    expect(enrolled).to_have_text("No")
+    shot(page, "04-created")
+
+    # the machine's agent enrols on the machine the form made; the page sees it live
+    vm_id = (
+        f"/subscriptions/{SUB}/resourceGroups/web/providers/Microsoft.Compute/virtualMachines/web-1"
+    )
+    with svc_agent(plane, vm_id) as agent:
+        assess_install_and_read_the_history(page, agent)
+
+
+def assess_install_and_read_the_history(page: Page, agent: SimulatedAgent) -> None:
+    """Assess now, Install updates now and Update history on the machine page now open."""
+    expect(page.locator("#status-live")).to_contain_text("KB5070000", timeout=30_000)
     expect(page.locator("#patches-live")).to_contain_text("never assessed")
-    shot(page, "03-machine")
+    shot(page, "05-machine")
 
     # Assess now while the agent holds its work: the operation shows InProgress, then the
     # live region turns to Succeeded without the page being loaded again
@@ -137,12 +170,12 @@ def test_sign_in_assess_install_and_read_the_history(
     expect(page.locator(".flash")).to_contain_text("Assessment started.")
     expect(page.locator("#operation-live")).to_contain_text("InProgress")
     page.evaluate("() => { window.portalMarker = 'same page'; }")
-    shot(page, "04-assessing")
+    shot(page, "06-assessing")
     agent.start()
     expect(page.locator("#operation-live")).to_contain_text("Succeeded", timeout=30_000)
     expect(page.locator("#patches-live")).to_contain_text("Security hotpatch for svc")
     assert page.evaluate("() => window.portalMarker") == "same page"
-    shot(page, "05-assessed")
+    shot(page, "07-assessed")
 
     form = page.locator("form", has=page.get_by_role("button", name="Install updates now"))
     form.get_by_label("Critical").uncheck()
@@ -156,7 +189,7 @@ def test_sign_in_assess_install_and_read_the_history(
     expect(page.locator("#patches-live")).to_contain_text(
         "Every update the last assessment found is installed"
     )
-    shot(page, "06-installed")
+    shot(page, "08-installed")
 
     page.get_by_role("link", name="Update history").click()
     expect(page.get_by_role("link", name="Update history")).to_have_attribute(
@@ -169,7 +202,7 @@ def test_sign_in_assess_install_and_read_the_history(
     history.locator("summary").first.click()
     detail = history.locator("details").first
     expect(detail.get_by_role("row", name=re.compile(KB))).to_contain_text("Installed")
-    shot(page, "07-history")
+    shot(page, "09-history")
 
     (installed,) = agent.installed
     assert installed["kbId"] == KB
@@ -191,7 +224,7 @@ def test_the_machine_page_works_with_the_keyboard_alone(
     skip = page.locator(":focus")
     expect(skip).to_have_text("Skip to main content")
     assert skip.evaluate("e => getComputedStyle(e).left") != "-9999px"  # shown when focused
-    shot(page, "08-skip-link")
+    shot(page, "10-skip-link")
     page.keyboard.press("Enter")
     assert page.evaluate("() => document.activeElement.id") == "main"
 
@@ -207,7 +240,7 @@ def test_the_machine_page_works_with_the_keyboard_alone(
             break
     # the breadcrumb, the three tabs, then the first form: Assess now
     assert reached == ["Machines", "Updates", "Update compliance", "Update history", "Assess now"]
-    shot(page, "09-focus-on-assess-now")
+    shot(page, "11-focus-on-assess-now")
 
     # back to the tabs with Shift+Tab, then open Update compliance with Enter
     page.keyboard.press("Shift+Tab")
@@ -219,7 +252,7 @@ def test_the_machine_page_works_with_the_keyboard_alone(
         "aria-current", "page"
     )
     expect(page.get_by_role("heading", level=2, name="Update compliance")).to_be_visible()
-    shot(page, "10-compliance-by-keyboard")
+    shot(page, "12-compliance-by-keyboard")
 
     # Assess now from the keyboard: focus it, press Enter
     page.goto(f"/portal/machines/{SUB}/{GROUP}/web-1")

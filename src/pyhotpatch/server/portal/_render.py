@@ -75,6 +75,22 @@ def when(value: Any) -> str:
     return moment.strftime("%Y-%m-%d %H:%M") + suffix
 
 
+def update_domains(machines: Any) -> str:
+    """The availability sets and update domains a batch's machines are in, e.g. ``app-set: 1``.
+
+    The orchestrator takes one update domain of a set at a time, so each set appears once.
+    """
+    found = sorted(
+        {
+            (m["availabilitySet"], m["updateDomain"])
+            for m in machines or []
+            if m.get("availabilitySet")
+        },
+        key=lambda pair: (pair[0], pair[1] if pair[1] is not None else -1),
+    )
+    return ", ".join(f"{name}: {domain}" for name, domain in found) or "no set"
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
@@ -85,6 +101,7 @@ def _environment() -> Environment:
     env.filters["when"] = when
     env.filters["tone"] = tone
     env.filters["symbol"] = symbol
+    env.filters["update_domains"] = update_domains
     return env
 
 

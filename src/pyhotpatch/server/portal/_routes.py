@@ -86,6 +86,11 @@ ENVIRONMENT_MEANS = {
         "health gates and soaked (24 hours by default)."
     ),
 }
+HOTPATCH_CREATE_MEANS = (
+    "A hotpatched machine takes hotpatches without restarts: each month's security fixes "
+    "reach its running service. It needs a hotpatch-capable image and the patch mode "
+    "AutomaticByPlatform."
+)
 _ROLLOUT_ACTIONS = {
     "pause": "Rollout paused.",
     "resume": "Rollout resumed.",
@@ -381,6 +386,7 @@ def install_portal(app: FastAPI, clock: Clock) -> None:
             compliance=compliance.body if compliance.ok else None,
             compliance_problem=compliance.problem,
             rollouts=sorted(rollouts, key=lambda r: -int(r["id"])),
+            can_create=_can_create(visit, fleet["visible"]),
         )
 
     async def _machines(visit: Visit) -> Response:
@@ -399,6 +405,7 @@ def install_portal(app: FastAPI, clock: Clock) -> None:
             subscriptions=fleet["visible"],
             problems=fleet["problems"],
             only=only,
+            can_create=_can_create(visit, fleet["visible"]),
         )
 
     route("/portal", "overview", _overview)
@@ -524,6 +531,125 @@ def install_portal(app: FastAPI, clock: Clock) -> None:
             return visit.back(page, reply, "Hotpatch " + ("on. " if wanted_on else "off. ") + done)
         raise _Refusal(400, "UnknownAction", f"'{action}' is not something a machine can do.")
 
+    # --- creating a machine ------------------------------------------------------------------
+
+    async def _new_machine(visit: Visit) -> Response:
+        if visit.request.method == "GET":
+            values = dict(_views.CREATE_DEFAULTS)
+            values["subscription"] = visit.request.query_params.get("subscription", "")
+            return await _create_form(visit, values)
+        values = _views.create_values(visit.form)
+        if visit.field("step") == "load" or (
+            visit.field("loaded") and visit.field("loaded") != values["subscription"]
+        ):
+            # the subscription changed: show its groups and sets before anything is made
+            return await _create_form(visit, {**values, "group": "", "availabilitySet": ""})
+        missing = [
+            label
+            for key, label in (("name", "a machine name"), ("image", "an image"))
+            if not values[key]
+        ]
+        if not values["group"] and not values["newGroup"]:
+            missing.insert(0, "a resource group (an existing one or a new name)")
+        if missing:
+            problem = Problem(400, "MissingParameter", "Give " + ", ".join(missing) + ".")
+            first = "group" if not (values["group"] or values["newGroup"]) else None
+            first = first or ("name" if not values["name"] else "image")
+            return await _create_form(visit, values, problem, first)
+        sub = values["subscription"]
+        group = values["group"] or values["newGroup"]
+        region = values["region"]
+        if not values["group"]:
+            reply = await visit.api.call(
+                "PUT",
+                f"/subscriptions/{quote(sub, safe='')}/resourcegroups/{quote(group, safe='')}",
+                params={"api-version": RESOURCES},
+                json={"location": values["newGroupRegion"] or region},
+            )
+            if not reply.ok:
+                target = "newGroupRegion" if _target(reply) == "location" else "newGroup"
+                return await _create_form(visit, values, reply.problem, target)
+            values = {**values, "group": group, "newGroup": ""}
+            region = region or str(reply.body.get("location", ""))
+        if not region:
+            found = await visit.api.get(
+                f"/subscriptions/{quote(sub, safe='')}/resourcegroups/{quote(group, safe='')}",
+                **{"api-version": RESOURCES},
+            )
+            if not found.ok:
+                return await _create_form(visit, values, found.problem, "group")
+            region = str(found.body.get("location", ""))
+        reply = await visit.api.call(
+            "PUT",
+            vm_path(sub, group, values["name"]),
+            params={"api-version": COMPUTE},
+            json=_views.machine_model(values, sub, group, region),
+        )
+        if not reply.ok:
+            field_name = _views.field_of_target(_target(reply))
+            return await _create_form(visit, values, reply.problem, field_name)
+        ref = _views.machine_ref(str(reply.body.get("id", "")))
+        made = "on" if _views.hotpatch_enabled(reply.body) else "off"
+        return visit.back(
+            ref.portal_path,
+            None,
+            f"Machine {ref.name} created in {ref.group} ({reply.body.get('location')}), "
+            f"{_views.environment_of(reply.body)}, hotpatch {made}. It shows as running once "
+            "its agent enrols.",
+        )
+
+    async def _create_form(
+        visit: Visit,
+        values: dict[str, str],
+        problem: Problem | None = None,
+        problem_field: str | None = None,
+    ) -> Response:
+        visible = await _subscriptions(visit)
+        writable = [s for s in visible if visit.may("write", s["subscriptionId"])]
+        ids = [s["subscriptionId"] for s in writable]
+        sub = values["subscription"].lower()
+        if sub not in ids:
+            sub = ids[0] if ids else values["subscription"]
+        values = {**values, "subscription": sub}
+        groups: list[dict[str, Any]] = []
+        sets: list[dict[str, Any]] = []
+        regions: list[tuple[str, str]] = []
+        if sub in ids:
+            base = f"/subscriptions/{quote(sub, safe='')}"
+            (groups, _), (sets, _), provider = await asyncio.gather(
+                visit.api.get_all(f"{base}/resourcegroups", **{"api-version": RESOURCES}),
+                visit.api.get_all(
+                    f"{base}/providers/Microsoft.Compute/availabilitySets",
+                    **{"api-version": COMPUTE},
+                ),
+                visit.api.get(f"{base}/providers/Microsoft.Compute", **{"api-version": RESOURCES}),
+            )
+            regions = _views.regions_of(provider.json())
+        products = await visit.api.get("/hotpatch/products")
+        status = problem.status if problem is not None else 200
+        return visit.render(
+            "machine_new.html",
+            "machines",
+            status,
+            values=values,
+            subscriptions=writable,
+            groups=sorted(groups, key=lambda g: str(g.get("name", "")).lower()),
+            sets=[
+                {**s, "group": _views.group_of(str(s.get("id", "")))}
+                for s in sorted(sets, key=lambda s: str(s.get("id", "")).lower())
+            ],
+            regions=regions,
+            images=_views.image_choices(products.json().get("value", [])),
+            zones=_views.ZONES,
+            patch_modes=_views.PATCH_MODES,
+            environments=_views.ENVIRONMENTS,
+            environment_means=ENVIRONMENT_MEANS,
+            hotpatch_means=HOTPATCH_CREATE_MEANS,
+            problem=problem,
+            problem_field=problem_field,
+        )
+
+    route("/portal/machines/new", "machines", _new_machine, ("GET", "POST"))
     route("/portal/machines/{machine:path}", "machines", _machine, ("GET", "POST"))
 
     # --- the release calendar ----------------------------------------------------------------
@@ -656,6 +782,17 @@ def install_portal(app: FastAPI, clock: Clock) -> None:
 def _first(form: dict[str, list[str]], name: str) -> str | None:
     values = form.get(name)
     return values[0] if values else None
+
+
+def _can_create(visit: Visit, subscriptions: list[dict[str, Any]]) -> bool:
+    """Whether the caller may write in one of ``subscriptions``: the create link is for them."""
+    return any(visit.may("write", str(s.get("subscriptionId", ""))) for s in subscriptions)
+
+
+def _target(reply: Reply) -> str | None:
+    """The JSON path an ARM refusal names as its ``target``, if any."""
+    error = reply.body.get("error") if isinstance(reply.body, dict) else None
+    return str(error["target"]) if isinstance(error, dict) and error.get("target") else None
 
 
 def _with_operation(page: str, reply: Reply) -> str:

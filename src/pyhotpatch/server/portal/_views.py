@@ -13,19 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from pyhotpatch.package._manifest import CLASSIFICATIONS
+
 ENVIRONMENT_TAG = "hotpatch-environment"
 ENVIRONMENTS = ("DevTest", "Production")
 #: Azure's classifications of Windows updates, in the order its portal lists them
-WINDOWS_CLASSIFICATIONS = (
-    "Critical",
-    "Security",
-    "UpdateRollUp",
-    "FeaturePack",
-    "ServicePack",
-    "Definition",
-    "Tools",
-    "Updates",
-)
+WINDOWS_CLASSIFICATIONS = CLASSIFICATIONS
 LINUX_CLASSIFICATIONS = ("Critical", "Security", "Other")
 REBOOT_SETTINGS = ("IfRequired", "Never", "Always")
 #: the durations the install form offers (Azure allows at most four hours)
@@ -207,3 +200,171 @@ def phases(rollout: dict[str, Any]) -> list[dict[str, Any]]:
         {"number": number, "regions": regions, "current": number == current}
         for number, regions in sorted(grouped.items())
     ]
+
+
+# --- creating a machine -----------------------------------------------------------------------
+
+WINDOW_TAG = "hotpatch-maintenance-window"
+PATCH_MODES = ("AutomaticByPlatform", "AutomaticByOS", "Manual")
+ZONES = ("1", "2", "3")
+#: what the create form sends for what it does not ask, as ``az vm create`` defaults them
+VM_SIZE = "Standard_D2s_v5"
+ADMIN_USERNAME = "azureuser"
+#: the create form's fields, and their values before anything is typed
+CREATE_DEFAULTS = {
+    "subscription": "",
+    "group": "",
+    "newGroup": "",
+    "newGroupRegion": "",
+    "name": "",
+    "region": "",
+    "image": "",
+    "zone": "",
+    "availabilitySet": "",
+    "environment": "DevTest",
+    "patchMode": "AutomaticByPlatform",
+    "hotpatch": "on",
+    "timeZone": "UTC",
+    "window": "",
+}
+#: the form field an API refusal is about, by the start of its ``target`` (JSON path)
+_TARGET_FIELDS = (
+    ("tags." + WINDOW_TAG, "window"),
+    ("tags." + ENVIRONMENT_TAG, "environment"),
+    ("location", "region"),
+    ("zones", "zone"),
+    ("properties.availabilitySet", "availabilitySet"),
+    ("properties.storageProfile", "image"),
+    ("properties.osProfile.windowsConfiguration.timeZone", "timeZone"),
+    ("properties.osProfile.windowsConfiguration.patchSettings.enableHotpatching", "hotpatch"),
+    ("properties.osProfile.windowsConfiguration.patchSettings", "patchMode"),
+    ("properties.osProfile.windowsConfiguration.provisionVMAgent", "patchMode"),
+    ("properties.osProfile.computerName", "name"),
+    ("name", "name"),
+)
+
+
+@dataclass(frozen=True)
+class ImageChoice:
+    """An image the create form offers: its URN, the product it runs, whether it hotpatches."""
+
+    urn: str
+    sku: str
+    product: str
+    title: str
+    hotpatch: bool
+    upgrade_to: str | None
+
+
+def image_choices(products: list[dict[str, Any]]) -> list[ImageChoice]:
+    """Every image of the catalog's products (``GET /hotpatch/products``), hotpatch-capable first.
+
+    The form names an image by ``publisher:offer:sku``, as ``az vm create --image`` does.
+    """
+    found = [
+        ImageChoice(
+            urn=f"{image['publisher']}:{image['offer']}:{image['sku']}",
+            sku=str(image["sku"]),
+            product=str(product.get("name", "")),
+            title=str(product.get("title") or product.get("name", "")),
+            hotpatch=bool(product.get("hotpatch")),
+            upgrade_to=product.get("upgradeTo"),
+        )
+        for product in products
+        for image in product.get("images", [])
+    ]
+    return sorted(found, key=lambda c: (not c.hotpatch, c.product, c.sku))
+
+
+def regions_of(provider: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, display name) of the regions where Microsoft.Compute offers virtual machines.
+
+    ``provider`` is ``GET /subscriptions/{s}/providers/Microsoft.Compute``; ARM lists display
+    names (``West US``) and stores names (``westus``).
+    """
+    for kind in provider.get("resourceTypes", []):
+        if str(kind.get("resourceType", "")).lower() == "virtualmachines":
+            names = {str(n).replace(" ", "").lower(): str(n) for n in kind.get("locations", [])}
+            return sorted(names.items(), key=lambda pair: pair[1])
+    return []
+
+
+def group_of(resource_id: str) -> str:
+    """The resource group an ARM resource id names ('' if none)."""
+    parts = resource_id.strip("/").split("/")
+    lowered = [p.lower() for p in parts]
+    if "resourcegroups" in lowered:
+        at = lowered.index("resourcegroups") + 1
+        return parts[at] if at < len(parts) else ""
+    return ""
+
+
+def create_values(form: dict[str, list[str]]) -> dict[str, str]:
+    """The create form's values as posted, stripped; a field left out keeps no default.
+
+    An unticked checkbox is not posted, so a posted form without ``hotpatch`` means off.
+    """
+    return {key: (form.get(key) or [""])[0].strip() for key in CREATE_DEFAULTS}
+
+
+def machine_model(values: dict[str, str], subscription: str, group: str, region: str) -> Any:
+    """The ``PUT …/virtualMachines/{name}`` body the create form asks for, as az sends it.
+
+    A Windows configuration with ``provisionVMAgent``, ``patchSettings`` (``patchMode``,
+    ``enableHotpatching``) and ``timeZone``; ``enableAutomaticUpdates`` false for Manual, as
+    ``az vm create`` sets it; the environment and off-peak window as tags; the zone; the
+    availability set by id. Nothing is checked here beyond the shape: the API validates
+    and its words reach the page.
+    """
+    mode = values.get("patchMode") or "AutomaticByPlatform"
+    settings: dict[str, Any] = {
+        "patchMode": mode,
+        "enableHotpatching": values.get("hotpatch") == "on",
+    }
+    config: dict[str, Any] = {"provisionVMAgent": True, "patchSettings": settings}
+    if mode == "Manual":
+        config["enableAutomaticUpdates"] = False
+    if values.get("timeZone"):
+        config["timeZone"] = values["timeZone"]
+    publisher, offer, sku = ([*values.get("image", "").split(":"), "", "", ""])[:3]
+    properties: dict[str, Any] = {
+        "hardwareProfile": {"vmSize": VM_SIZE},
+        "storageProfile": {
+            "imageReference": {
+                "publisher": publisher,
+                "offer": offer,
+                "sku": sku,
+                "version": "latest",
+            }
+        },
+        "osProfile": {
+            "computerName": values.get("name", ""),
+            "adminUsername": ADMIN_USERNAME,
+            "windowsConfiguration": config,
+        },
+    }
+    chosen_set = values.get("availabilitySet", "")
+    if chosen_set:
+        set_id = chosen_set
+        if not set_id.startswith("/"):
+            set_id = (
+                f"/subscriptions/{subscription}/resourceGroups/{group}"
+                f"/providers/Microsoft.Compute/availabilitySets/{chosen_set}"
+            )
+        properties["availabilitySet"] = {"id": set_id}
+    tags = {ENVIRONMENT_TAG: values.get("environment") or "Production"}
+    if values.get("window"):
+        tags[WINDOW_TAG] = values["window"]
+    model: dict[str, Any] = {"location": region, "tags": tags, "properties": properties}
+    if values.get("zone"):
+        model["zones"] = [values["zone"]]
+    return model
+
+
+def field_of_target(target: Any) -> str | None:
+    """The create form's field an API refusal's ``target`` (a JSON path) is about, if any."""
+    text = str(target or "")
+    for prefix, name in _TARGET_FIELDS:
+        if text.lower().startswith(prefix.lower()):
+            return name
+    return None
