@@ -134,7 +134,7 @@ def test_feature_and_provider_registration(signed_in: dict[str, str]) -> None:
     states = hotpatch(
         "feature", "list", "--namespace", "Microsoft.Compute", "-o", "tsv", env=signed_in
     ).stdout.splitlines()
-    assert f"Microsoft.Compute/{name}\t{registered['properties']['state']}" in states
+    assert {f"Microsoft.Compute/{name}\t{s}" for s in ("Registering", "Registered")} & set(states)
     assert len(states) == 3  # the seed's three preview features
     shown = hotpatch(
         "feature", "show", *feature, "--query", "properties.state", "-o", "tsv", env=signed_in
@@ -214,6 +214,13 @@ def test_vm_create_update_and_show(signed_in: dict[str, str]) -> None:
     )  # fmt: skip
     assert invalid.returncode == 1
     assert one_error_line(invalid.stderr).startswith("error: InvalidParameter")
+    manual = run(
+        signed_in, "vm", "create", "-g", "cli-vms", "-n", "web3", "--image",
+        "Win2022AzureEditionCore", "--patch-mode", "Manual",
+    )  # fmt: skip
+    config = manual["properties"]["osProfile"]["windowsConfiguration"]
+    assert config["patchSettings"]["patchMode"] == "Manual"
+    assert config["enableAutomaticUpdates"] is False
 
 
 def test_assess_install_and_history_through_a_live_agent(

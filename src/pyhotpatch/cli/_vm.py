@@ -310,6 +310,8 @@ def vm_create(
         if os_type.lower() == "windows":
             if hotpatch is not None:
                 settings["enableHotpatching"] = hotpatch
+            if patch_mode in ("Manual", "AutomaticByOS"):  # Azure ties the two, as az sets it
+                config["enableAutomaticUpdates"] = patch_mode == "AutomaticByOS"
             os_profile_key = "windowsConfiguration"
         else:
             if hotpatch:
