@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -80,4 +81,28 @@ def test_the_demo_patches_a_fleet_availability_first_without_failed_requests(
     assert names.index("web-eus-1") < names.index("web-eus-2"), out
     assert names.index("app-wus-1") < min(names.index("app-wus-2"), names.index("app-wus-3")), out
 
+    assert _alive_under(tmp_path) == []
+
+
+def test_ctrl_c_stops_the_fleet_and_the_control_plane(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYHOTPATCH", "HOTPATCH_"))}
+    demo = subprocess.Popen(
+        [*HOTPATCH, "demo", "--workdir", str(tmp_path), "--speed", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    seen = []
+    assert demo.stdout is not None
+    for line in demo.stdout:  # until the fleet serves, under load
+        seen.append(line)
+        if "machines serving demo app" in line:
+            break
+    assert any("machines serving demo app" in line for line in seen), "".join(seen)
+    assert len(_alive_under(tmp_path)) >= 6
+    demo.send_signal(signal.SIGINT)
+    rest, _ = demo.communicate(timeout=120)
+    assert demo.returncode == 130, "".join(seen) + rest
+    assert "interrupted: stopping the fleet and the control plane" in rest
     assert _alive_under(tmp_path) == []

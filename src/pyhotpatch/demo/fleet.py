@@ -288,7 +288,15 @@ class _Demo:
         before = {m.spot.name: self._status(m).pids for m in self.machines}
         live = console.is_terminal
 
+        last_line = ""
+
         def changed() -> bool:
+            nonlocal last_line
+            if not live:
+                line = self._rollout_line()
+                if line != last_line and "between batches" not in line:
+                    console.print(f"  {self.clock():%a %H:%M} UTC  {line}", style="dim")
+                last_line = line
             for m in self.machines:
                 status = self._status(m)
                 if self.seen.get(m.spot.name) != status and not live:
@@ -319,6 +327,7 @@ class _Demo:
         assert self.load is not None
         grid = Table(
             title=f"{part} rollout · {self.clock():%a %d %b %H:%M} UTC (x{self.speed:g})",
+            caption=self._rollout_line(),
             header_style="bold",
         )
         for column in ("machine", "region", "zone/set", "env", "local", "baseline", "hotpatch",
@@ -334,6 +343,27 @@ class _Demo:
                 f"{tally.ok:,}", str(tally.failed),
             )  # fmt: skip
         return grid
+
+    def _rollout_line(self) -> str:
+        """Where the newest active rollout stands: its phase, regions and batch in flight."""
+        found = self._call("GET", "/hotpatch/rollouts", params={"state": "active"})["value"]
+        if not found:
+            return "waiting for the orchestrator"
+        rollout = self._call("GET", f"/hotpatch/rollouts/{found[0]['id']}")
+        phases = rollout.get("phases") or []
+        phase = rollout.get("phase", 0)
+        regions = ", ".join(phases[phase]) if phase < len(phases) else "-"
+        flying = [b for b in rollout.get("batchList", []) if b["state"] in ("installing", "baking")]
+        doing = "; ".join(
+            f"batch {b['number']} {b['state']} in {b['region']} ({b['ring']}"
+            + (f", zone {b['zone']}" if b.get("zone") else "")
+            + f"): {', '.join(_member(m) for m in b.get('machines', []))}"
+            for b in flying
+        )
+        return (
+            f"rollout {rollout['id']} of {rollout['release']}: phase {phase + 1} of "
+            f"{len(phases)} ({regions})" + (f"; {doing}" if doing else "; between batches")
+        )
 
     # --- the end ------------------------------------------------------------------------------
 
@@ -425,3 +455,13 @@ class _Demo:
             if time.monotonic() > deadline:
                 raise DemoFailed(f"gave up waiting for {what} after {timeout:.0f} s")
             time.sleep(0.5)
+
+
+def _member(machine: dict[str, Any]) -> str:
+    """A batch member as the progress shows it: its name, and its update domain if in a set."""
+    if machine.get("availabilitySet"):
+        return (
+            f"{machine['name']} ({machine['availabilitySet']}, "
+            f"update domain {machine['updateDomain']})"
+        )
+    return str(machine["name"])
