@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -45,7 +46,8 @@ SETTINGS = {"soakHours": 0.5, "bakeMinutes": 3}
 PATIENCE = 20 * 60.0
 TRAVERSAL = "/files?name=../secrets/token"
 
-console = Console(highlight=False, soft_wrap=True)
+#: a terminal's own width; redirected output gets room for the fleet's table
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 
 
 class DemoFailed(HotpatchError):
