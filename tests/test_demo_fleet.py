@@ -1,9 +1,9 @@
 """``hotpatch demo``, the main job, end to end: a real fleet patched by the orchestrator.
 
-The command runs as a user would run it, at twice its default speed so that the suite
-stays short: the control plane on SQLite, six real agents with their services under load,
-a hotpatch and then a baseline rolled out availability-first. What it prints must show the
-story held, and nothing it started may outlive it.
+The command runs as a user would run it, at twice its default speed and with a short soak,
+so that the suite stays short: the control plane on SQLite, six real agents with their
+services under load, a hotpatch and then a baseline rolled out availability-first. What it
+prints must show the story held, and nothing it started may outlive it.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_the_demo_patches_a_fleet_availability_first_without_failed_requests(
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYHOTPATCH", "HOTPATCH_"))}
     done = subprocess.run(
-        [*HOTPATCH, "demo", "--workdir", str(tmp_path), "--speed", "60"],
+        [*HOTPATCH, "demo", "--workdir", str(tmp_path), "--speed", "60", "--soak-hours", "0.1"],
         capture_output=True,
         text=True,
         timeout=1200,

@@ -244,6 +244,12 @@ def demo(
             min=1, max=120, help="How much faster than the wall clock the fleet's time runs."
         ),
     ] = 30.0,
+    soak_hours: Annotated[
+        float,
+        typer.Option(
+            min=0, max=24, help="Fleet hours each DevTest ring runs before Production starts."
+        ),
+    ] = 0.5,
     port: Annotated[
         int, typer.Option(min=0, max=65535, help="The control plane's port (0: any free one).")
     ] = 0,
@@ -265,7 +271,13 @@ def demo(
     from pyhotpatch.demo import fleet
 
     raise typer.Exit(
-        fleet.run(workdir / "fleet", speed=speed, port=port, keep_running=keep_running)
+        fleet.run(
+            workdir / "fleet",
+            speed=speed,
+            soak_hours=soak_hours,
+            port=port,
+            keep_running=keep_running,
+        )
     )
 
 

@@ -40,8 +40,8 @@ from pyhotpatch.errors import HotpatchError
 SUBSCRIPTION = "0de3f1ee-7a11-4d3e-9c00-00000000d3e0"
 GROUP = "demo-fleet"
 FEATURES = ("InGuestHotPatchVMPreview", "InGuestAutoPatchVMPreview", "InGuestPatchVMPreview")
-#: the orchestrator's settings for the demonstration (in the scaled clock's time)
-SETTINGS = {"soakHours": 0.5, "bakeMinutes": 3}
+#: how long each batch bakes before its health gate, in the scaled clock's minutes
+BAKE_MINUTES = 3
 #: the longest a part of the demonstration may take, in wall-clock seconds
 PATIENCE = 20 * 60.0
 TRAVERSAL = "/files?name=../secrets/token"
@@ -65,14 +65,25 @@ class Status:
     pids: frozenset[int] = frozenset()
 
 
-def run(workdir: Path, *, speed: float = 30.0, port: int = 0, keep_running: bool = False) -> int:
-    """Run the fleet demonstration in ``workdir``; 0 if every part of it held, else 1."""
+def run(
+    workdir: Path,
+    *,
+    speed: float = 30.0,
+    soak_hours: float = 0.5,
+    port: int = 0,
+    keep_running: bool = False,
+) -> int:
+    """Run the fleet demonstration in ``workdir``; 0 if every part of it held, else 1.
+
+    ``soak_hours`` (fleet time) is how long each region's DevTest ring runs before its
+    Production machines start.
+    """
     workdir = workdir.resolve()
     if workdir.exists():
         shutil.rmtree(workdir)  # each run starts from a fresh control plane and fleet
     workdir.mkdir(parents=True)
     began = time.monotonic()
-    demo = _Demo(workdir, speed, port)
+    demo = _Demo(workdir, speed, soak_hours, port)
     try:
         demo.start_control_plane()
         demo.start_fleet()
@@ -95,9 +106,10 @@ def run(workdir: Path, *, speed: float = 30.0, port: int = 0, keep_running: bool
 
 
 class _Demo:
-    def __init__(self, workdir: Path, speed: float, port: int) -> None:
+    def __init__(self, workdir: Path, speed: float, soak_hours: float, port: int) -> None:
         self.workdir = workdir
         self.speed = speed
+        self.soak_hours = soak_hours
         self.port = port
         self.clock = ScaledClock(speed)
         self.admin = secrets.token_urlsafe(24)
@@ -176,7 +188,11 @@ class _Demo:
         console.print(
             f"registered the hotpatch preview features and Microsoft.Compute for {SUBSCRIPTION}"
         )
-        self._call("PATCH", "/hotpatch/orchestrator/settings", json=SETTINGS)
+        self._call(
+            "PATCH",
+            "/hotpatch/orchestrator/settings",
+            json={"soakHours": self.soak_hours, "bakeMinutes": BAKE_MINUTES},
+        )
         self.desk = releases.ReleaseDesk(self.catalog, self.workdir / "releases")
         self.desk.publish_running(self.clock())
         console.print(

@@ -219,7 +219,8 @@ class Load:
         """Stop the clients after their current request."""
         self._stop.set()
         for thread in self._threads:
-            thread.join(10)
+            if thread.ident is not None:  # interrupted before it started: nothing to wait for
+                thread.join(10)
 
     def begin(self, part: str) -> None:
         """Count what follows under ``part``."""
