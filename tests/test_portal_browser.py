@@ -173,7 +173,10 @@ def assess_install_and_read_the_history(page: Page, agent: SimulatedAgent) -> No
     shot(page, "06-assessing")
     agent.start()
     expect(page.locator("#operation-live")).to_contain_text("Succeeded", timeout=30_000)
-    expect(page.locator("#patches-live")).to_contain_text("Security hotpatch for svc")
+    # each live region refreshes on its own; under load one may lag the other by seconds
+    expect(page.locator("#patches-live")).to_contain_text(
+        "Security hotpatch for svc", timeout=30_000
+    )
     assert page.evaluate("() => window.portalMarker") == "same page"
     shot(page, "07-assessed")
 
@@ -187,7 +190,7 @@ def assess_install_and_read_the_history(page: Page, agent: SimulatedAgent) -> No
     expect(page.locator(".flash")).to_contain_text("Installation started.")
     expect(page.locator("#operation-live")).to_contain_text("Succeeded", timeout=30_000)
     expect(page.locator("#patches-live")).to_contain_text(
-        "Every update the last assessment found is installed"
+        "Every update the last assessment found is installed", timeout=30_000
     )
     shot(page, "08-installed")
 
