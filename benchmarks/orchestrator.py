@@ -34,7 +34,7 @@ from pyhotpatch.server.orchestrator._orchestrator import Orchestrator
 from pyhotpatch.simulation._engine import Options, simulate
 from pyhotpatch.simulation._report import summarize
 from pyhotpatch.simulation._world import REGIONS
-from pyhotpatch.storage._tables import fleet_machines, machines, releases, rollouts
+from pyhotpatch.storage._tables import fleet_machines, machines, presence, releases, rollouts
 
 PLAN_TARGET_S = 10.0  # for a million machines
 YEAR_TARGET_S = 600.0  # a simulated year of 10,000 machines
@@ -108,7 +108,6 @@ def _fleet(catalog: Catalog, count: int) -> None:
                         "resource_id": key,
                         "subscription": sub,
                         "enrolled": NOW,
-                        "last_seen": NOW,
                         "agent_version": "bench",
                         "health": {"status": "Healthy"},
                         "reported": {},
@@ -123,6 +122,10 @@ def _fleet(catalog: Catalog, count: int) -> None:
                 )
             conn.execute(insert(fleet_machines), fleet_rows)
             conn.execute(insert(machines), agent_rows)
+            conn.execute(
+                insert(presence),
+                [{"resource_id": r["resource_id"], "last_seen": NOW} for r in agent_rows],
+            )
 
 
 def _planning(count: int) -> tuple[float, float, float, int, int]:
@@ -147,9 +150,9 @@ def _planning(count: int) -> tuple[float, float, float, int, int]:
         with catalog.engine.connect() as conn:
             started = time.perf_counter()
             rows = conn.execute(
-                select(fleet_machines, machines.c.last_seen, machines.c.baseline).join(
-                    machines, machines.c.resource_id == fleet_machines.c.id
-                )
+                select(fleet_machines, presence.c.last_seen, machines.c.baseline)
+                .join(machines, machines.c.resource_id == fleet_machines.c.id)
+                .join(presence, presence.c.resource_id == fleet_machines.c.id)
             ).all()
             read = time.perf_counter() - started
             batches = conn.execute(

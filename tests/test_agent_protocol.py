@@ -30,7 +30,7 @@ from pyhotpatch.clock import ManualClock
 from pyhotpatch.server import _queue
 from pyhotpatch.server._agent_routes import Backoff, HeartbeatWriter
 from pyhotpatch.storage import open_database
-from pyhotpatch.storage._tables import audit, machines
+from pyhotpatch.storage._tables import audit, machines, presence
 from servers import clocked_server
 from sim_agent import (
     SimulatedAgent,
@@ -573,7 +573,6 @@ def test_heartbeats_are_written_in_shared_transactions(database_url: str) -> Non
                         resource_id=f"m{n}",
                         subscription=SUB,
                         enrolled=clock(),
-                        last_seen=None,
                         agent_version=None,
                         health={},
                         reported={},
@@ -586,7 +585,7 @@ def test_heartbeats_are_written_in_shared_transactions(database_url: str) -> Non
         futures = []
 
         def beat(n: int) -> None:
-            values: dict[str, Any] = {"last_seen": clock(), "health": {"status": "Healthy"}}
+            values: dict[str, Any] = {"health": {"status": "Healthy"}}
             if n % 2:
                 values["reported"] = {"baseline": f"KB{n:05d}"}
             futures.append((n, writer.submit(f"M{n}", values)))
@@ -603,10 +602,19 @@ def test_heartbeats_are_written_in_shared_transactions(database_url: str) -> Non
         assert answers[5] == {"queued": 0, "leased": 0}
         with engine.connect() as conn:
             rows = {r.resource_id: r for r in conn.execute(select(machines))}
-        assert all(rows[f"m{n}"].last_seen == clock() for n in range(20))
+            seen = dict(conn.execute(select(presence.c.resource_id, presence.c.last_seen)).all())
+        assert seen == {f"m{n}": clock() for n in range(20)}  # never heard from before: added
         assert rows["m7"].reported == {"baseline": "KB00007"} and rows["m8"].reported == {}
         time.sleep(0.5)  # idle: the writer thread ends, and the next heartbeat starts another
-        assert writer.submit("m1", {"last_seen": clock()}).result(timeout=30) is not None
+        clock.advance(timedelta(minutes=1))
+        assert writer.submit("m1", {}).result(timeout=30) is not None  # presence alone
+        with engine.connect() as conn:
+            assert (
+                conn.execute(
+                    select(presence.c.last_seen).where(presence.c.resource_id == "m1")
+                ).scalar_one()
+                == clock()
+            )
     finally:
         engine.dispose()
 

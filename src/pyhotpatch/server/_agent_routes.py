@@ -36,10 +36,10 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
@@ -76,7 +76,7 @@ from pyhotpatch.server.arm._operations import (
     upgrade_payload,
 )
 from pyhotpatch.server.arm._subscriptions import require_subscription
-from pyhotpatch.storage._tables import machines, patch_history, work_items
+from pyhotpatch.storage._tables import machines, patch_history, presence, work_items
 
 log = logging.getLogger("pyhotpatch.server.agents")
 
@@ -183,7 +183,11 @@ class HeartbeatWriter:
         self._running = False
 
     def submit(self, machine: str, values: dict[str, Any]) -> Future[dict[str, int] | None]:
-        """Queue a heartbeat of ``machine`` (``agent_machines`` column values) for writing."""
+        """Queue a heartbeat of ``machine`` for writing.
+
+        The machine is recorded as seen when the batch is written; ``values`` are the
+        ``agent_machines`` columns it reported (possibly none).
+        """
         beat = _Beat(machine.lower(), values, Future())
         with self._wake:
             self._pending.append(beat)
@@ -222,12 +226,14 @@ class HeartbeatWriter:
                     select(machines.c.resource_id).where(machines.c.resource_id.in_(keys))
                 )
             }
+            seen(conn, sorted(known), now)
             shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
             for beat in beats:
-                if beat.machine in known:
-                    columns = tuple(sorted(beat.values))
-                    row = {f"v_{k}": v for k, v in beat.values.items()}
-                    shapes.setdefault(columns, []).append({"key": beat.machine, **row})
+                if beat.machine not in known or not beat.values:
+                    continue
+                columns = tuple(sorted(beat.values))
+                row = {f"v_{k}": v for k, v in beat.values.items()}
+                shapes.setdefault(columns, []).append({"key": beat.machine, **row})
             for columns, rows in shapes.items():
                 conn.execute(
                     update(machines)
@@ -249,6 +255,26 @@ class HeartbeatWriter:
             for key in holding:
                 _queue.renew(conn, key, now)
         return found
+
+
+def seen(conn: Connection, keys: Sequence[str], now: datetime) -> None:
+    """Record that the agents of the machines ``keys`` were heard from at ``now``."""
+    if not keys:
+        return
+    written = conn.execute(
+        update(presence).where(presence.c.resource_id.in_(list(keys))).values(last_seen=now)
+    ).rowcount
+    if written == len(keys):
+        return
+    present = {
+        row.resource_id
+        for row in conn.execute(
+            select(presence.c.resource_id).where(presence.c.resource_id.in_(list(keys)))
+        )
+    }
+    new = [{"resource_id": key, "last_seen": now} for key in keys if key not in present]
+    if new:
+        conn.execute(insert(presence), new)
 
 
 def release_columns(reported: dict[str, Any]) -> dict[str, str | None]:
@@ -355,7 +381,7 @@ class Heartbeats:
                 "'health.status' must be one of " + ", ".join(HEALTH_STATES) + ".",
                 target="health.status",
             )
-        values: dict[str, Any] = {"last_seen": self.ctx.clock(), "health": health}
+        values: dict[str, Any] = {"health": health}
         if body.get("reported") is not None:
             values["reported"] = _document(body["reported"], "reported")
             values.update(release_columns(values["reported"]))
@@ -429,7 +455,6 @@ def agent_router(
             vm_id = str(vm.get("id") or body["machine"])
             key = vm_id.lower()
             values = {
-                "last_seen": now,
                 "agent_version": version,
                 "reported": reported,
                 **release_columns(reported),
@@ -451,6 +476,7 @@ def agent_router(
                 )
             else:
                 conn.execute(update(machines).where(machines.c.resource_id == key).values(values))
+            seen(conn, [key], now)
             document = machine_document(conn, vm)
         tokens = request.app.state.tokens
         tokens.revoke_machine(key)
@@ -484,9 +510,7 @@ def agent_router(
             expire(conn, machine, now)
             items = _queue.lease(conn, machine, now)
             if items:
-                conn.execute(
-                    update(machines).where(machines.c.resource_id == machine).values(last_seen=now)
-                )
+                seen(conn, [machine], now)
         return items
 
     @router.get("/agent/jobs", response_model=None)

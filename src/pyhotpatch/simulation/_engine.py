@@ -44,6 +44,7 @@ from pyhotpatch.simulation._world import PRODUCT, SimMachine, SimRelease, fleet,
 from pyhotpatch.storage._tables import (
     fleet_machines,
     machines,
+    presence,
     resources,
     rollouts,
     subscriptions,
@@ -194,8 +195,8 @@ class SimulatedAgents:
         with self.engine.begin() as conn:
             if not fresh:  # every agent but those switched off
                 conn.execute(
-                    update(machines)
-                    .where(machines.c.resource_id.not_in(off) if off else true())
+                    update(presence)
+                    .where(presence.c.resource_id.not_in(off) if off else true())
                     .values(last_seen=now)
                 )
             if changed:
@@ -627,7 +628,6 @@ def _run(
                     "resource_id": m.id,
                     "subscription": m.subscription,
                     "enrolled": start,
-                    "last_seen": start,
                     "agent_version": "simulated",
                     "health": {"status": "Healthy"},
                     "reported": {"baseline": baseline.kb, "activeHotpatch": hotpatch},
@@ -643,6 +643,7 @@ def _run(
         conn.execute(insert(resources), rows)
         conn.execute(insert(fleet_machines), fleet_rows)
         conn.execute(insert(machines), agent_rows)
+        conn.execute(insert(presence), [{"resource_id": m.id, "last_seen": start} for m in world])
     clock.set(start)
     orchestrator = Orchestrator(engine, clock, on_event=count, idle=timedelta(hours=1))
     upcoming = [r for r in calendar if r.published >= start]

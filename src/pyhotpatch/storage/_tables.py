@@ -222,7 +222,6 @@ machines = Table(
     Column("resource_id", String(600), primary_key=True),  # lowercase VM id
     Column("subscription", String(36), nullable=False, index=True),
     Column("enrolled", UTCDateTime, nullable=False),
-    Column("last_seen", UTCDateTime, nullable=True, index=True),
     Column("agent_version", String(64), nullable=True),
     Column("health", JSON, nullable=False),  # the agent's last health signal
     Column("reported", JSON, nullable=False),  # image, baseline, active hotpatch, transition
@@ -232,8 +231,23 @@ machines = Table(
     Column("hotpatch", String(16), nullable=True),  # reported: its active hotpatch
     Column("rejoin_after", String(16), nullable=True),  # hotpatch back on: waits for a newer one
     Column("next_assessment", UTCDateTime, nullable=True, index=True),
-    Column("upgrade_requested", UTCDateTime, nullable=True),  # a stack upgrade waits for a window
+    Column(
+        "upgrade_requested", UTCDateTime, nullable=True, index=True
+    ),  # a stack upgrade waits for a window
 )
+
+#: when each enrolled machine's agent was last heard from. Every heartbeat writes it, every
+#: minute or so per machine, and the orchestrator reads it for the whole fleet each pass, so
+#: it lives in a narrow table of its own rather than in the wide ``agent_machines`` row
+presence = Table(
+    "agent_presence",
+    metadata,
+    Column("resource_id", String(600), primary_key=True),  # lowercase VM id
+    Column("last_seen", UTCDateTime, nullable=False),
+)
+
+#: ``agent_machines`` with each machine's ``last_seen`` (None when never heard from)
+machines_seen = machines.outerjoin(presence, presence.c.resource_id == machines.c.resource_id)
 
 #: ARM long-running operations (assessPatches, installPatches)
 operations = Table(

@@ -66,7 +66,7 @@ from pyhotpatch.server.arm._vm_model import (
 )
 from pyhotpatch.server.orchestrator._fleet import forget_machine, sync_machine
 from pyhotpatch.storage import serialized
-from pyhotpatch.storage._tables import machines, products, resources
+from pyhotpatch.storage._tables import machines, machines_seen, presence, products, resources
 
 #: the ``arm_resources.type`` of each kind (lowercase, as the table keeps types)
 VM_TYPE = "microsoft.compute/virtualmachines"
@@ -270,9 +270,9 @@ def instance_view_of(conn: Connection, ctx: ArmContext, model: dict[str, Any]) -
     Everything is read on ``conn``, so it may be called inside a transaction.
     """
     row = conn.execute(
-        select(machines.c.last_seen, machines.c.reported).where(
-            machines.c.resource_id == model["id"].lower()
-        )
+        select(presence.c.last_seen, machines.c.reported)
+        .select_from(machines_seen)
+        .where(machines.c.resource_id == model["id"].lower())
     ).first()
     reported = row.reported if row is not None and isinstance(row.reported, dict) else None
     return instance_view(
@@ -288,13 +288,15 @@ def instance_view_of(conn: Connection, ctx: ArmContext, model: dict[str, Any]) -
 def _agent_row(conn: Connection, vm_id: str) -> Any:
     return conn.execute(
         select(
-            machines.c.last_seen,
+            presence.c.last_seen,
             machines.c.health,
             machines.c.reported,
             machines.c.agent_version,
             machines.c.baseline,
             machines.c.rejoin_after,
-        ).where(machines.c.resource_id == vm_id.lower())
+        )
+        .select_from(machines_seen)
+        .where(machines.c.resource_id == vm_id.lower())
     ).first()
 
 

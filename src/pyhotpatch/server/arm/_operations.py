@@ -62,7 +62,14 @@ from pyhotpatch.server.arm._groups import require_group
 from pyhotpatch.server.arm._registrations import require_provider
 from pyhotpatch.server.arm._subscriptions import require_subscription
 from pyhotpatch.server.arm._vm_model import RUNNING_WINDOW, os_type
-from pyhotpatch.storage._tables import machines, operations, patch_history, releases
+from pyhotpatch.storage._tables import (
+    machines,
+    machines_seen,
+    operations,
+    patch_history,
+    presence,
+    releases,
+)
 
 #: an agent not seen for this long is taken for stopped
 AGENT_STALE = RUNNING_WINDOW  # as long as the VM shows PowerState/running
@@ -364,7 +371,9 @@ def agent_alive(last_seen: datetime | None, now: datetime) -> bool:
 def require_agent(conn: Connection, machine: str, vm_name: str, action: str, now: datetime) -> None:
     """Refuse with 409 ``OperationNotAllowed`` unless the machine's agent is enrolled and alive."""
     row = conn.execute(
-        select(machines.c.last_seen).where(machines.c.resource_id == machine.lower())
+        select(presence.c.last_seen)
+        .select_from(machines_seen)
+        .where(machines.c.resource_id == machine.lower())
     ).first()
     if row is None:
         why = "no agent has enrolled it"

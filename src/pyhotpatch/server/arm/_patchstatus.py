@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from pyhotpatch.storage._tables import machines
+from pyhotpatch.storage._tables import machines, machines_seen, presence
 
 _ASSESSMENT_FIELDS = (
     "status",
@@ -46,9 +46,9 @@ def _summary(result: dict[str, Any] | None, fields: tuple[str, ...]) -> dict[str
 def patch_status(conn: Connection, vm_id: str) -> dict[str, Any]:
     """The ``VirtualMachinePatchStatus`` of the machine ``vm_id`` (any case)."""
     row = conn.execute(
-        select(machines.c.assessment, machines.c.installation, machines.c.last_seen).where(
-            machines.c.resource_id == vm_id.lower()
-        )
+        select(machines.c.assessment, machines.c.installation, presence.c.last_seen)
+        .select_from(machines_seen)
+        .where(machines.c.resource_id == vm_id.lower())
     ).first()
     assessment = row.assessment if row else None
     installation = row.installation if row else None

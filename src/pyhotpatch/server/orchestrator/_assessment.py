@@ -24,7 +24,7 @@ from pyhotpatch.server.arm._vm_model import RUNNING_WINDOW
 from pyhotpatch.server.orchestrator import _fleet
 from pyhotpatch.server.orchestrator._releases import Releases
 from pyhotpatch.server.orchestrator._settings import Settings
-from pyhotpatch.storage._tables import machines, patch_history
+from pyhotpatch.storage._tables import machines, patch_history, presence
 
 #: machines assessed per statement
 PAGE = 2000
@@ -99,9 +99,10 @@ def run_cycle(conn: Connection, now: datetime, settings: Settings, found: Releas
             row.resource_id
             for row in conn.execute(
                 select(machines.c.resource_id)
+                .join(presence, presence.c.resource_id == machines.c.resource_id)
                 .where(
                     or_(machines.c.next_assessment.is_(None), machines.c.next_assessment <= now),
-                    machines.c.last_seen >= alive,
+                    presence.c.last_seen >= alive,
                 )
                 .order_by(machines.c.resource_id)
                 .limit(PAGE)

@@ -4,8 +4,8 @@
 windows depend on (region, zone, availability set and update domain, time zone and
 off-peak window, environment, patch mode, hotpatch, product); ``sync_machine`` is called
 in the transaction of every model write, so the copy never lags. The agent's own reports
-(baseline, active hotpatch, last heartbeat) stay on ``agent_machines``. ``Machine`` joins
-the two into the one record every rule reads.
+(baseline, active hotpatch) stay on ``agent_machines`` and its last heartbeat on
+``agent_presence``. ``Machine`` joins them into the one record every rule reads.
 
 A machine in an availability set gets its update domain when it is created, as Azure
 assigns ``platformUpdateDomain``: round robin over the set's update domains, in the order
@@ -30,7 +30,7 @@ from pyhotpatch.server.arm._vm_model import (
     os_type,
 )
 from pyhotpatch.server.orchestrator._windows import Window
-from pyhotpatch.storage._tables import fleet_machines, machines, resources
+from pyhotpatch.storage._tables import fleet_machines, machines, presence, resources
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +189,7 @@ _COLUMNS = (
     fleet_machines.c.assessment_mode,
     fleet_machines.c.hotpatch,
     fleet_machines.c.product,
-    machines.c.last_seen,
+    presence.c.last_seen,
     machines.c.baseline,
     machines.c.hotpatch.label("active_hotpatch"),
     machines.c.rejoin_after,
@@ -236,7 +236,11 @@ def enrolled(
     otherwise it is ``Unknown``.
     """
     columns = (*_COLUMNS, machines.c.health) if health else _COLUMNS
-    query = select(*columns).join(machines, machines.c.resource_id == fleet_machines.c.id)
+    query = select(*columns).select_from(
+        fleet_machines.join(machines, machines.c.resource_id == fleet_machines.c.id).outerjoin(
+            presence, presence.c.resource_id == fleet_machines.c.id
+        )
+    )
     if product is not None:
         query = query.where(fleet_machines.c.product == product)
     if region is not None:
