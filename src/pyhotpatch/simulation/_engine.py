@@ -4,8 +4,9 @@
 told otherwise), writes a seeded fleet into it (``_world``) as virtual machines with
 enrolled agents, publishes releases into the catalog's tables on their dates, and then
 moves a ``ManualClock`` from one moment something happens to the next: the
-orchestrator's own next pass, a simulated agent finishing its work, a release coming out,
-a machine switched off or on. The agents are simulated (``SimulatedAgents``): they lease
+orchestrator's own next pass, a simulated agent finishing its work, a release coming out.
+A machine switched off or on is not such a moment: as in a real fleet, its agent stops or
+resumes beating and the orchestrator finds out at its next pass. The agents are simulated (``SimulatedAgents``): they lease
 the real work queue and answer through the same ``complete`` the agent API uses, with
 installs that take minutes, sometimes fail, and, for a ``--bad-release``, leave the
 machine unhealthy. Nothing of the orchestrator is replaced or shortened.
@@ -138,6 +139,8 @@ class SimulatedAgents:
         self.on_demand: set[int] = set()
         self.events = 0
         self.beaten: datetime | None = None
+        #: the machines switched off now
+        self.off: set[str] = set()
 
     # --- what a machine has and lacks ------------------------------------------------------
 
@@ -191,9 +194,9 @@ class SimulatedAgents:
             return
         if not fresh:
             self.beaten = now
-        off = [key for key, state in self.state.items() if not state.running]
         with self.engine.begin() as conn:
             if not fresh:  # every agent but those switched off
+                off = sorted(self.off)
                 conn.execute(
                     update(presence)
                     .where(presence.c.resource_id.not_in(off) if off else true())
@@ -265,6 +268,11 @@ class SimulatedAgents:
                 self.due, (_step(now + timedelta(minutes=self.rng.uniform(low, high))), item.id)
             )
             self.leased[item.id] = item
+
+    def switch(self, key: str, on: bool) -> None:
+        """Switch the machine ``key`` on or off: its agent beats only while it is on."""
+        self.state[key].running = on
+        (self.off.discard if on else self.off.add)(key)
 
     def _hotpatch_on(self, key: str) -> bool:
         return self.state[key].hotpatch_on
@@ -651,7 +659,8 @@ def _run(
     targets: dict[str, list[str]] = {}
     switches = sorted(
         [(a, m.id, False) for m in world for a, _ in m.off]
-        + [(b, m.id, True) for m in world for _, b in m.off]
+        + [(b, m.id, True) for m in world for _, b in m.off],
+        reverse=True,
     )
     next_operator = start + timedelta(days=7)
     passes = 0
@@ -663,9 +672,9 @@ def _run(
             _publish(engine, release, now)
             agents.published.append(release)
             facts[release.kb], targets[release.kb] = _targets(agents, world, release)
-        while switches and switches[0][0] <= now:
-            _, key, on = switches.pop(0)
-            agents.state[key].running = on
+        while switches and switches[-1][0] <= now:
+            _, key, on = switches.pop()
+            agents.switch(key, on)
         agents.beat(now)
         agents.finish(now)
         wake = orchestrator.tick()
@@ -677,8 +686,6 @@ def _run(
         moments = [wake, next_operator, end]
         if upcoming:
             moments.append(upcoming[0].published)
-        if switches:
-            moments.append(switches[0][0])
         due = agents.next_due()
         if due is not None:
             moments.append(due)
