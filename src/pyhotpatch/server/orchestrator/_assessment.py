@@ -104,8 +104,7 @@ def run_cycle(conn: Connection, now: datetime, settings: Settings, found: Releas
                     or_(machines.c.next_assessment.is_(None), machines.c.next_assessment <= now),
                     presence.c.last_seen >= alive,
                 )
-                .order_by(machines.c.resource_id)
-                .limit(PAGE)
+                .limit(PAGE)  # each page assessed is no longer due: the next query finds the rest
             )
         ]
         if not due:

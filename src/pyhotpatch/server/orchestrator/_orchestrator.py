@@ -964,7 +964,7 @@ class Orchestrator:
             set_sizes=_fleet.set_sizes(
                 conn, sorted({m.availability_set for m in eligible if m.availability_set})
             ),
-            subscription_sizes=flight.subscription_sizes,
+            subscription_sizes=flight.sizes(conn),
             set_domains=dict(flight.set_domains),
             set_busy=dict(flight.set_busy),
             subscription_busy=dict(flight.subscription_busy),
@@ -1085,9 +1085,8 @@ class Orchestrator:
             return
         windows = _WindowCache(now, settings.fleet_window)
         busy = _busy(conn)
-        for row in rows:
-            machine = _fleet.machine(conn, row.resource_id)
-            if machine is None or not machine.running(now) or machine.id in busy:
+        for machine in _fleet.enrolled(conn, ids=[row.resource_id for row in rows]):
+            if not machine.running(now) or machine.id in busy:
                 continue
             left = windows.left(machine)
             if left is None or left < settings.min_window:
@@ -1170,7 +1169,7 @@ class _InFlight:
     set_domains: dict[str, int]
     set_busy: dict[str, int]
     subscription_busy: dict[str, int]
-    subscription_sizes: dict[str, int]
+    subscription_sizes: dict[str, int] | None = None
 
     @classmethod
     def read(cls, conn: Connection) -> _InFlight:
@@ -1191,7 +1190,6 @@ class _InFlight:
             set_domains={},
             set_busy={},
             subscription_busy={},
-            subscription_sizes=_fleet.subscription_sizes(conn),
         )
         for row in conn.execute(
             select(
@@ -1211,6 +1209,12 @@ class _InFlight:
                 )
                 flight.set_domains[row.availability_set] = row.update_domain or 0
         return flight
+
+    def sizes(self, conn: Connection) -> dict[str, int]:
+        """Enrolled machines per subscription, counted once a pass composes a batch."""
+        if self.subscription_sizes is None:
+            self.subscription_sizes = _fleet.subscription_sizes(conn)
+        return self.subscription_sizes
 
     def rollouts_in(self, region: str) -> set[int]:
         """The rollouts with a batch open in ``region``."""
