@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
 from pyhotpatch.storage._tables import work_items
 
@@ -112,6 +112,20 @@ def _item(row: Any) -> WorkItem:
     )
 
 
+# statements run once per item, built once (a statement built per call costs more than it runs)
+_INSERT = insert(work_items)
+_FINISH = (
+    update(work_items)
+    .where(work_items.c.id == bindparam("key"), work_items.c.state.in_(ACTIVE))
+    .values(
+        state=bindparam("to_state"),
+        lease_until=None,
+        updated=bindparam("at"),
+        result=bindparam("outcome"),
+    )
+)
+
+
 def enqueue(
     conn: Connection,
     machine: str,
@@ -124,19 +138,20 @@ def enqueue(
 ) -> int:
     """Queue work of ``kind`` for ``machine``; its id. ``trigger`` says who asked for it."""
     result = conn.execute(
-        insert(work_items).values(
-            machine=machine.lower(),
-            operation=operation,
-            kind=kind,
-            payload=payload,
-            state=QUEUED,
-            lease_until=None,
-            attempts=0,
-            created=now,
-            updated=now,
-            result=None,
-            trigger=trigger,
-        )
+        _INSERT,
+        {
+            "machine": machine.lower(),
+            "operation": operation,
+            "kind": kind,
+            "payload": payload,
+            "state": QUEUED,
+            "lease_until": None,
+            "attempts": 0,
+            "created": now,
+            "updated": now,
+            "result": None,
+            "trigger": trigger,
+        },
     )
     key = result.inserted_primary_key
     assert key is not None
@@ -306,9 +321,7 @@ def finish(
     if state not in (DONE, FAILED):
         raise ValueError(f"an item finishes done or failed, not {state!r}")
     changed = conn.execute(
-        update(work_items)
-        .where(work_items.c.id == item.id, work_items.c.state.in_(ACTIVE))
-        .values(state=state, lease_until=None, updated=now, result=result)
+        _FINISH, {"key": item.id, "to_state": state, "at": now, "outcome": result}
     )
     return bool(changed.rowcount)
 

@@ -42,7 +42,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from pyhotpatch.catalog._selection import parse_duration
 from pyhotpatch.package import CLASSIFICATIONS
@@ -641,6 +641,30 @@ def _operation_row(conn: Connection, operation: str, *, for_update: bool = False
     return conn.execute(query).first()
 
 
+# statements run for every finished operation, built once
+_LATEST_ASSESSMENT = (
+    update(machines)
+    .where(machines.c.resource_id == bindparam("key"))
+    .values(assessment=bindparam("latest"))
+)
+_LATEST_INSTALLATION = (
+    update(machines)
+    .where(machines.c.resource_id == bindparam("key"))
+    .values(installation=bindparam("latest"))
+)
+_HISTORY = insert(patch_history)
+_END_OPERATION = (
+    update(operations)
+    .where(operations.c.id == bindparam("key"), operations.c.status == IN_PROGRESS)
+    .values(
+        status=bindparam("to"),
+        output=bindparam("out"),
+        error=bindparam("err"),
+        ended=bindparam("at"),
+    )
+)
+
+
 def record(
     conn: Connection,
     machine: str,
@@ -655,18 +679,19 @@ def record(
     History older than ``HISTORY_KEPT`` is pruned by the orchestrator, once an hour.
     """
     stored = {**result, "lastModifiedTime": _iso(now)}
-    column = "assessment" if kind == ASSESS else "installation"
-    conn.execute(update(machines).where(machines.c.resource_id == machine).values({column: stored}))
+    latest = _LATEST_ASSESSMENT if kind == ASSESS else _LATEST_INSTALLATION
+    conn.execute(latest, {"key": machine, "latest": stored})
     conn.execute(
-        insert(patch_history).values(
-            machine=machine,
-            operation=operation,
-            kind=HISTORY_KIND[kind],
-            started=started,
-            ended=now,
-            status=str(result.get("status", "Unknown")),
-            result=result,
-        )
+        _HISTORY,
+        {
+            "machine": machine,
+            "operation": operation,
+            "kind": HISTORY_KIND[kind],
+            "started": started,
+            "ended": now,
+            "status": str(result.get("status", "Unknown")),
+            "result": result,
+        },
     )
 
 
@@ -682,9 +707,8 @@ def _end_operation(
     if operation is None:
         return
     conn.execute(
-        update(operations)
-        .where(operations.c.id == operation, operations.c.status == IN_PROGRESS)
-        .values(status=status, output=output, error=error, ended=now)
+        _END_OPERATION,
+        {"key": operation, "to": status, "out": output, "err": error, "at": now},
     )
 
 

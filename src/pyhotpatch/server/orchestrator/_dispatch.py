@@ -29,6 +29,8 @@ from pyhotpatch.server.arm._operations import (
 from pyhotpatch.server.orchestrator._fleet import Machine
 from pyhotpatch.storage._tables import operations
 
+_OPERATION = insert(operations)
+
 
 def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -62,20 +64,21 @@ def queue_install(
     }
     operation = str(uuid.uuid4())
     conn.execute(
-        insert(operations).values(
-            id=operation,
-            subscription=machine.subscription,
-            location=machine.region,
-            resource_id=machine.id,
-            kind=INSTALL,
-            status=IN_PROGRESS,
-            request={**parameters, "rollout": rollout},
-            output=None,
-            error=None,
-            started=now,
-            ended=None,
-            principal=None,
-        )
+        _OPERATION,
+        {
+            "id": operation,
+            "subscription": machine.subscription,
+            "location": machine.region,
+            "resource_id": machine.id,
+            "kind": INSTALL,
+            "status": IN_PROGRESS,
+            "request": {**parameters, "rollout": rollout},
+            "output": None,
+            "error": None,
+            "started": now,
+            "ended": None,
+            "principal": None,
+        },
     )
     payload = {
         "osType": machine.os_type,
