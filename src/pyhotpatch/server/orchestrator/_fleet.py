@@ -197,27 +197,48 @@ _COLUMNS = (
 
 
 def _machine(row: Any, health: Any = None) -> Machine:
-    rejoining = row.rejoin_after is not None and row.rejoin_after == row.baseline
+    # unpacked by position: this runs for every machine of every region a pass looks at
+    (
+        key,
+        subscription,
+        region,
+        zone,
+        availability_set,
+        update_domain,
+        time_zone,
+        window,
+        environment_,
+        os_type_,
+        patch_mode,
+        assessment_mode,
+        hotpatch,
+        product,
+        last_seen,
+        baseline,
+        active_hotpatch,
+        rejoin_after,
+    ) = row[:18]
+    rejoining = rejoin_after is not None and rejoin_after == baseline
     status = health.get("status") if isinstance(health, dict) else None
     return Machine(
-        id=row.id,
-        subscription=row.subscription,
-        region=row.region,
-        zone=row.zone,
-        availability_set=row.availability_set,
-        update_domain=row.update_domain,
-        time_zone=row.time_zone,
-        window=row.window,
-        environment=row.environment,
-        os_type=row.os_type,
-        patch_mode=row.patch_mode,
-        assessment_mode=row.assessment_mode,
-        hotpatch=bool(row.hotpatch) and not rejoining,
-        product=row.product,
-        last_seen=row.last_seen,
-        baseline=row.baseline,
-        active_hotpatch=row.active_hotpatch,
-        health=str(status or "Unknown"),
+        key,
+        subscription,
+        region,
+        zone,
+        availability_set,
+        update_domain,
+        time_zone,
+        window,
+        environment_,
+        os_type_,
+        patch_mode,
+        assessment_mode,
+        bool(hotpatch) and not rejoining,
+        product,
+        last_seen,
+        baseline,
+        active_hotpatch,
+        str(status or "Unknown"),
     )
 
 

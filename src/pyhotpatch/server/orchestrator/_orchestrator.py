@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 
 from pyhotpatch.catalog._selection import kb_digits
 from pyhotpatch.clock import Clock
@@ -112,6 +112,42 @@ IDLE = timedelta(minutes=15)
 RECHECK = timedelta(hours=6)
 #: how soon a region looks again at a switched-off machine whose window is open
 OFF_RECHECK = timedelta(minutes=30)
+
+
+# statements run once per install, built once
+_INSTALL_CHANGE = update(rollout_installs).where(
+    rollout_installs.c.rollout == bindparam("r"), rollout_installs.c.machine == bindparam("m")
+)
+_INSTALL_ENDED = _INSTALL_CHANGE.values(
+    state=bindparam("to"),
+    ended=bindparam("at"),
+    error=bindparam("err"),
+    retry_after=bindparam("retry"),
+    healthy=bindparam("ok"),
+)
+_INSTALL_HEALTH = _INSTALL_CHANGE.values(healthy=bindparam("ok"))
+_INSTALL_STARTED = insert(rollout_installs)
+_INSTALL_RETRIED = _INSTALL_CHANGE.values(
+    attempts=rollout_installs.c.attempts + 1,
+    **{
+        name: bindparam(f"v_{name}")
+        for name in (
+            "batch",
+            "state",
+            "kind",
+            "work",
+            "started",
+            "ended",
+            "retry_after",
+            "error",
+            "healthy",
+        )
+    },
+)
+
+
+def _prefixed(values: dict[str, Any]) -> dict[str, Any]:
+    return {f"v_{name}": value for name, value in values.items()}
 
 
 def _iso(moment: datetime) -> str:
@@ -330,18 +366,21 @@ class Orchestrator:
         for row in rows:
             machine = found.get(row.machine)
             outcome = row.outcome if isinstance(row.outcome, dict) else {}
-            key = and_(
-                rollout_installs.c.rollout == row.rollout,
-                rollout_installs.c.machine == row.machine,
-            )
+            key = {"r": row.rollout, "m": row.machine}
             if row.state == REVERTING:
                 ok = row.work_state == _queue.DONE and outcome.get("status") == "Succeeded"
                 state = REVERTED if ok else REVERT_FAILED
                 require(Transition(INSTALL_ENTITY, REVERTING, state, Facts(now=now)))
                 conn.execute(
-                    update(rollout_installs)
-                    .where(key)
-                    .values(state=state, ended=now, error=None if ok else outcome.get("error"))
+                    _INSTALL_ENDED,
+                    {
+                        **key,
+                        "to": state,
+                        "at": now,
+                        "err": None if ok else outcome.get("error"),
+                        "retry": None,
+                        "ok": None,
+                    },
                 )
                 if machine is not None and ok:
                     self._emit(
@@ -370,9 +409,8 @@ class Orchestrator:
             require(Transition(INSTALL_ENTITY, INSTALLING, ended, Facts(now=now)))
             if installed:
                 conn.execute(
-                    update(rollout_installs)
-                    .where(key)
-                    .values(state=SUCCEEDED, ended=now, error=None, healthy=healthy)
+                    _INSTALL_ENDED,
+                    {**key, "to": SUCCEEDED, "at": now, "err": None, "retry": None, "ok": healthy},
                 )
                 if machine is not None:
                     if restarted:
@@ -384,15 +422,8 @@ class Orchestrator:
                     closing, _ = windows.lookup(machine)
                     retry = closing or now
                 conn.execute(
-                    update(rollout_installs)
-                    .where(key)
-                    .values(
-                        state=FAILED,
-                        ended=now,
-                        error=error,
-                        retry_after=retry,
-                        healthy=healthy,
-                    )
+                    _INSTALL_ENDED,
+                    {**key, "to": FAILED, "at": now, "err": error, "retry": retry, "ok": healthy},
                 )
                 if machine is not None:
                     self._emit(machine, row.release, row.kind, "fail", now, healthy=healthy)
@@ -449,14 +480,10 @@ class Orchestrator:
             found = list(_fleet.enrolled(conn, ids=members, health=True)) if members else []
             sick = [m for m in found if not m.running(now) or m.health == "Unhealthy"]
             sick_ids = {m.id for m in sick}
-            for m in found:
+            if found:
                 conn.execute(
-                    update(rollout_installs)
-                    .where(
-                        rollout_installs.c.rollout == row.rollout,
-                        rollout_installs.c.machine == m.id,
-                    )
-                    .values(healthy=m.id not in sick_ids)
+                    _INSTALL_HEALTH,
+                    [{"r": row.rollout, "m": m.id, "ok": m.id not in sick_ids} for m in found],
                 )
             size = row.size
             if row.number == 1:
@@ -641,6 +668,10 @@ class Orchestrator:
 
     def _revert(self, conn: Connection, now: datetime) -> None:
         """Queue the revert of every hotpatch a halted rollout installed."""
+        halted = conn.execute(select(rollouts.c.id).where(rollouts.c.state == HALTED)).scalars()
+        ids = list(halted)
+        if not ids:
+            return
         rows = conn.execute(
             select(
                 rollout_installs.c.rollout,
@@ -650,7 +681,7 @@ class Orchestrator:
             )
             .join(rollouts, rollouts.c.id == rollout_installs.c.rollout)
             .where(
-                rollouts.c.state == HALTED,
+                rollout_installs.c.rollout.in_(ids),
                 rollout_installs.c.state == SUCCEEDED,
                 rollout_installs.c.kind.in_((HOTPATCH, RESTART)),
             )
@@ -1048,18 +1079,12 @@ class Orchestrator:
             )
             if previous is None:
                 conn.execute(
-                    insert(rollout_installs).values(
-                        rollout=rollout.id, machine=machine.id, attempts=1, **values
-                    )
+                    _INSTALL_STARTED,
+                    {"rollout": rollout.id, "machine": machine.id, "attempts": 1, **values},
                 )
             else:
                 conn.execute(
-                    update(rollout_installs)
-                    .where(
-                        rollout_installs.c.rollout == rollout.id,
-                        rollout_installs.c.machine == machine.id,
-                    )
-                    .values(attempts=rollout_installs.c.attempts + 1, **values)
+                    _INSTALL_RETRIED, {"r": rollout.id, "m": machine.id, **_prefixed(values)}
                 )
             flight.take(machine, rollout.id)
             self._emit(

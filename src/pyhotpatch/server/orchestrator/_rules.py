@@ -154,18 +154,29 @@ def rule(
     return register
 
 
+_governing: dict[tuple[str, str | None, str, int], tuple[Rule, ...]] = {}
+
+
+def governing(transition: Transition) -> tuple[Rule, ...]:
+    """The rules that govern ``transition``, in policy order (looked up once per kind)."""
+    key = (transition.entity, transition.from_state, transition.to_state, len(POLICY))
+    found = _governing.get(key)
+    if found is None:
+        found = _governing[key] = tuple(r for r in POLICY if r.applies(transition))
+    return found
+
+
 def refusals(transition: Transition) -> list[str]:
     """Why ``transition`` may not happen, from every rule that governs it; empty if it may."""
     reasons: list[str] = []
-    for each in POLICY:
-        if each.applies(transition):
-            reasons.extend(each.check(transition.facts))
+    for each in governing(transition):
+        reasons.extend(each.check(transition.facts))
     return reasons
 
 
 def allowed(transition: Transition) -> bool:
-    """Whether every rule governing ``transition`` is silent."""
-    return not refusals(transition)
+    """Whether every rule governing ``transition`` is silent (stops at the first refusal)."""
+    return all(next(each.check(transition.facts), None) is None for each in governing(transition))
 
 
 def require(transition: Transition) -> None:
