@@ -109,22 +109,19 @@ def run_cycle(conn: Connection, now: datetime, settings: Settings, found: Releas
         ]
         if not due:
             return done
-        pending = {
-            row.resource_id: row.installation
-            for row in conn.execute(
-                select(machines.c.resource_id, machines.c.installation).where(
-                    machines.c.resource_id.in_(due)
+        # a restart the last installation asked for and did not get: the assessment says so
+        pending = set(
+            conn.execute(
+                select(machines.c.resource_id).where(
+                    machines.c.resource_id.in_(due),
+                    machines.c.installation["rebootStatus"].as_string() == "Required",
                 )
-            )
-        }
+            ).scalars()
+        )
         updates, history = [], []
         assessed = set()
         for machine in _fleet.enrolled(conn, ids=due):
-            installation = pending.get(machine.id)
-            reboot = isinstance(installation, dict) and installation.get("rebootStatus") == (
-                "Required"
-            )
-            result = assess(machine, reboot)
+            result = assess(machine, machine.id in pending)
             updates.append(
                 {
                     "key": machine.id,
