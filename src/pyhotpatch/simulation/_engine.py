@@ -27,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, event, insert, select, true, update
+from sqlalchemy import Engine, bindparam, event, insert, select, update
 
 from pyhotpatch.catalog import Catalog
 from pyhotpatch.catalog._products import DEFAULT_PRODUCTS
@@ -139,8 +139,9 @@ class SimulatedAgents:
         self.on_demand: set[int] = set()
         self.events = 0
         self.beaten: datetime | None = None
-        #: the machines switched off now
-        self.off: set[str] = set()
+        #: machines switched off, and on, since the last heartbeat of the fleet
+        self.gone: set[str] = set()
+        self.back: set[str] = set()
 
     # --- what a machine has and lacks ------------------------------------------------------
 
@@ -189,19 +190,27 @@ class SimulatedAgents:
         Agents beat about every minute; the orchestrator needs one within its running
         window, so running machines are written only when the last write is five minutes old.
         """
-        fresh = self.beaten is not None and now - self.beaten < STEP
+        previous = self.beaten
+        fresh = previous is not None and now - previous < STEP
         if fresh and not changed:
             return
-        if not fresh:
-            self.beaten = now
         with self.engine.begin() as conn:
-            if not fresh:  # every agent but those switched off
-                off = sorted(self.off)
-                conn.execute(
-                    update(presence)
-                    .where(presence.c.resource_id.not_in(off) if off else true())
-                    .values(last_seen=now)
-                )
+            if not fresh:  # every agent that beat last time and is still on, and those back
+                everyone = update(presence).values(last_seen=now)
+                if previous is not None:
+                    everyone = everyone.where(presence.c.last_seen == previous)
+                if self.gone:
+                    everyone = everyone.where(presence.c.resource_id.not_in(sorted(self.gone)))
+                conn.execute(everyone)
+                if self.back:
+                    conn.execute(
+                        update(presence)
+                        .where(presence.c.resource_id.in_(sorted(self.back)))
+                        .values(last_seen=now)
+                    )
+                self.beaten = now
+                self.gone.clear()
+                self.back.clear()
             if changed:
                 conn.execute(
                     update(machines)
@@ -272,7 +281,8 @@ class SimulatedAgents:
     def switch(self, key: str, on: bool) -> None:
         """Switch the machine ``key`` on or off: its agent beats only while it is on."""
         self.state[key].running = on
-        (self.off.discard if on else self.off.add)(key)
+        (self.gone.discard if on else self.back.discard)(key)
+        (self.back.add if on else self.gone.add)(key)
 
     def _hotpatch_on(self, key: str) -> bool:
         return self.state[key].hotpatch_on
