@@ -15,23 +15,26 @@ from pyhotpatch.storage._tables import fleet_machines, machines, patch_history, 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
 
 
-def _machine(conn: Connection, name: str, installation: object, *, seen: datetime) -> None:
+def _machine(
+    conn: Connection, name: str, installation: object, *, seen: datetime, model: bool = True
+) -> None:
     key = f"/subscriptions/s1/resourcegroups/g/providers/microsoft.compute/virtualmachines/{name}"
-    conn.execute(
-        insert(fleet_machines).values(
-            id=key,
-            subscription="s1",
-            region="eastus",
-            time_zone="UTC",
-            environment="Production",
-            os_type="Windows",
-            patch_mode="AutomaticByPlatform",
-            assessment_mode="AutomaticByPlatform",
-            hotpatch=True,
-            product="p",
-            created=NOW,
+    if model:
+        conn.execute(
+            insert(fleet_machines).values(
+                id=key,
+                subscription="s1",
+                region="eastus",
+                time_zone="UTC",
+                environment="Production",
+                os_type="Windows",
+                patch_mode="AutomaticByPlatform",
+                assessment_mode="AutomaticByPlatform",
+                hotpatch=True,
+                product="p",
+                created=NOW,
+            )
         )
-    )
     conn.execute(
         insert(machines).values(
             resource_id=key,
@@ -56,6 +59,7 @@ def test_a_cycle_assesses_running_machines_due_and_says_which_await_a_restart(
             _machine(conn, "restarted", {"rebootStatus": "Completed"}, seen=NOW)
             _machine(conn, "never-installed", None, seen=NOW)
             _machine(conn, "off", None, seen=NOW - timedelta(hours=2))
+            _machine(conn, "deleted", None, seen=NOW, model=False)  # its model is gone
         with engine.begin() as conn:
             assert run_cycle(conn, NOW, Settings(), Releases.read(conn)) == 3
         with engine.connect() as conn:
@@ -69,6 +73,8 @@ def test_a_cycle_assesses_running_machines_due_and_says_which_await_a_restart(
         assert pending == {"waiting": True, "restarted": False, "never-installed": False}
         assert found["off"].assessment is None  # assessed at the first cycle after it is back
         assert found["waiting"].next_assessment == NOW + timedelta(hours=24)
+        assert found["deleted"].assessment is None  # not assessed: looked at again in a day
+        assert found["deleted"].next_assessment == NOW + timedelta(days=1)
         assert len(history) == 3
         with engine.begin() as conn:  # nobody is due any more
             assert run_cycle(conn, NOW, Settings(), Releases.read(conn)) == 0

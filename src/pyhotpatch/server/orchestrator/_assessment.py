@@ -24,7 +24,7 @@ from pyhotpatch.server.arm._vm_model import RUNNING_WINDOW
 from pyhotpatch.server.orchestrator import _fleet
 from pyhotpatch.server.orchestrator._releases import Releases
 from pyhotpatch.server.orchestrator._settings import Settings
-from pyhotpatch.storage._tables import machines, patch_history, presence
+from pyhotpatch.storage._tables import fleet_machines, machines, patch_history, presence
 
 #: machines assessed per statement
 PAGE = 2000
@@ -91,36 +91,39 @@ class _Assessor:
 
 def run_cycle(conn: Connection, now: datetime, settings: Settings, found: Releases) -> int:
     """Assess every running machine that is due; how many were assessed."""
-    alive = now - RUNNING_WINDOW
+    due = [
+        or_(machines.c.next_assessment.is_(None), machines.c.next_assessment <= now),
+        presence.c.last_seen >= now - RUNNING_WINDOW,
+    ]
+    # a machine whose model is gone has no fleet row: it waits a day rather than spin
+    orphans = (
+        select(machines.c.resource_id)
+        .join(presence, presence.c.resource_id == machines.c.resource_id)
+        .where(*due, machines.c.resource_id.not_in(select(fleet_machines.c.id)))
+    )
+    conn.execute(
+        update(machines)
+        .where(machines.c.resource_id.in_(orphans))
+        .values(next_assessment=now + timedelta(days=1))
+    )
     done = 0
     assess = _Assessor(found, now)
     while True:
-        due = [
-            row.resource_id
-            for row in conn.execute(
-                select(machines.c.resource_id)
-                .join(presence, presence.c.resource_id == machines.c.resource_id)
-                .where(
-                    or_(machines.c.next_assessment.is_(None), machines.c.next_assessment <= now),
-                    presence.c.last_seen >= alive,
-                )
-                .limit(PAGE)  # each page assessed is no longer due: the next query finds the rest
-            )
-        ]
-        if not due:
+        # each page assessed is no longer due: the next query finds the rest
+        page = list(_fleet.enrolled(conn, where=due, limit=PAGE))
+        if not page:
             return done
         # a restart the last installation asked for and did not get: the assessment says so
         pending = set(
             conn.execute(
                 select(machines.c.resource_id).where(
-                    machines.c.resource_id.in_(due),
+                    machines.c.resource_id.in_([m.id for m in page]),
                     machines.c.installation["rebootStatus"].as_string() == "Required",
                 )
             ).scalars()
         )
         updates, history = [], []
-        assessed = set()
-        for machine in _fleet.enrolled(conn, ids=due):
+        for machine in page:
             result = assess(machine, machine.id in pending)
             updates.append(
                 {
@@ -140,28 +143,15 @@ def run_cycle(conn: Connection, now: datetime, settings: Settings, found: Releas
                     "result": result,
                 }
             )
-            assessed.add(machine.id)
-        # a machine that has no fleet row (its model is gone) waits a day rather than spin
-        for key in set(due) - assessed:
-            updates.append({"key": key, "result": None, "due": now + timedelta(days=1)})
-        assessed_rows = [u for u in updates if u["result"] is not None]
-        if assessed_rows:
-            conn.execute(
-                update(machines)
-                .where(machines.c.resource_id == bindparam("key"))
-                .values(assessment=bindparam("result"), next_assessment=bindparam("due")),
-                assessed_rows,
-            )
-        rest = [u for u in updates if u["result"] is None]
-        if rest:
-            conn.execute(
-                update(machines)
-                .where(machines.c.resource_id == bindparam("key"))
-                .values(next_assessment=bindparam("due")),
-                rest,
-            )
-        if history:
-            conn.execute(insert(patch_history), history)
-        done += len(assessed)
-        if len(due) < PAGE:
+        conn.execute(_ASSESSED, updates)
+        conn.execute(insert(patch_history), history)
+        done += len(page)
+        if len(page) < PAGE:
             return done
+
+
+_ASSESSED = (
+    update(machines)
+    .where(machines.c.resource_id == bindparam("key"))
+    .values(assessment=bindparam("result"), next_assessment=bindparam("due"))
+)

@@ -250,6 +250,7 @@ def enrolled(
     ids: Sequence[str] | None = None,
     health: bool = False,
     where: Sequence[ColumnElement[bool]] = (),
+    limit: int | None = None,
 ) -> Iterator[Machine]:
     """The machines with an enrolled agent, optionally of one product, region or id list.
 
@@ -270,6 +271,8 @@ def enrolled(
         query = query.where(fleet_machines.c.id.in_(list(ids)))
     if where:
         query = query.where(*where)
+    if limit is not None:
+        query = query.limit(limit)
     for row in conn.execute(query):
         yield _machine(row, row.health if health else None)
 
