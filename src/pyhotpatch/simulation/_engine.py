@@ -38,6 +38,7 @@ from pyhotpatch.server import _queue
 from pyhotpatch.server._auth import Principal
 from pyhotpatch.server._errors import ApiError
 from pyhotpatch.server.arm._operations import ASSESS, INSTALL, REVERT, UPGRADE, complete, start
+from pyhotpatch.server.arm._vm_model import RUNNING_WINDOW
 from pyhotpatch.server.orchestrator._orchestrator import Orchestrator, install_event
 from pyhotpatch.server.orchestrator._settings import Settings, save
 from pyhotpatch.simulation._report import ReleaseFacts
@@ -187,29 +188,31 @@ class SimulatedAgents:
     def beat(self, now: datetime, changed: list[str] | None = None) -> None:
         """Heartbeats of every running machine; reports of those whose state ``changed``.
 
-        Agents beat about every minute; the orchestrator needs one within its running
-        window, so running machines are written only when the last write is five minutes old.
+        Agents beat about every minute, and the orchestrator only asks whether a machine
+        beat within its running window when a pass runs, which is right after this. So the
+        fleet is written only once its last write would be ``BEAT_EVERY`` old, short of the
+        window; a machine switched back on beats at once.
         """
         previous = self.beaten
-        fresh = previous is not None and now - previous < STEP
-        if fresh and not changed:
+        due = previous is None or now - previous >= BEAT_EVERY
+        if not (due or changed or self.back):
             return
         with self.engine.begin() as conn:
-            if not fresh:  # every agent that beat last time and is still on, and those back
+            if due:  # every agent that has beaten since the last time and is still on
                 everyone = update(presence).values(last_seen=now)
                 if previous is not None:
-                    everyone = everyone.where(presence.c.last_seen == previous)
+                    everyone = everyone.where(presence.c.last_seen >= previous)
                 if self.gone:
                     everyone = everyone.where(presence.c.resource_id.not_in(sorted(self.gone)))
                 conn.execute(everyone)
-                if self.back:
-                    conn.execute(
-                        update(presence)
-                        .where(presence.c.resource_id.in_(sorted(self.back)))
-                        .values(last_seen=now)
-                    )
                 self.beaten = now
                 self.gone.clear()
+            if self.back:
+                conn.execute(
+                    update(presence)
+                    .where(presence.c.resource_id.in_(sorted(self.back)))
+                    .values(last_seen=now)
+                )
                 self.back.clear()
             if changed:
                 conn.execute(
@@ -450,6 +453,9 @@ class SimulatedAgents:
 
 #: agents' answers arrive on this grid, so that one pass handles many
 STEP = timedelta(minutes=5)
+#: how old the fleet's last heartbeat may be before it is written again: short of the
+#: running window, so every pass sees every machine that is on as running
+BEAT_EVERY = RUNNING_WINDOW - timedelta(minutes=1)
 
 
 def _step(moment: datetime) -> datetime:
