@@ -414,6 +414,26 @@ def test_installs_start_only_in_each_machine_s_own_off_peak_window(plane: Plane)
     assert [b["started"] for b in batches] == [_iso(_at(13)), _iso(_at(16)), _iso(_at(22))]
 
 
+def test_a_machine_switched_off_in_its_window_is_patched_when_it_is_back(plane: Plane) -> None:
+    away = plane.machine("a-away")
+    plane.publish()
+    plane.run_pass()  # 12:00: the rollout opens, the window is closed
+
+    plane.clock.set(_at(22))  # its window opens while it is off: no heartbeat since 12:00
+    plane.run_pass()
+    plane.clock.set(_at(22, 30))  # looked for again: still off
+    plane.run_pass()
+    assert away.poll() == [] and plane.rollout()["batches"] == 0
+
+    plane.move_to(_at(22, 45))  # back, between two looks
+    plane.run_pass()
+    assert away.poll() == []
+    plane.move_to(_at(23))  # the next look finds it running
+    plane.run_pass()
+    plane.install(away)
+    assert plane.rollout()["batchList"][0]["started"] == _iso(_at(23))
+
+
 # --- 3. the health gate ----------------------------------------------------------------------------
 
 

@@ -44,6 +44,7 @@ from pyhotpatch.server.arm._operations import (
     expire,
     upgrade_payload,
 )
+from pyhotpatch.server.arm._vm_model import RUNNING_WINDOW
 from pyhotpatch.server.orchestrator import _dispatch, _fleet
 from pyhotpatch.server.orchestrator._assessment import run_cycle
 from pyhotpatch.server.orchestrator._batches import Draft, compose
@@ -86,6 +87,7 @@ from pyhotpatch.storage._tables import (
     notices,
     operations,
     patch_history,
+    presence,
     releases,
     rollout_batches,
     rollout_installs,
@@ -267,6 +269,9 @@ class Orchestrator:
         #: (rollout, region) → when the region may next have something to do, and how many
         #: of its targets were outstanding then; cleared when one of its batches passes
         self._region_wake: dict[tuple[int, str], tuple[datetime, int]] = {}
+        #: (rollout, region) → the switched-off machines in an open window it looks again
+        #: for every ``OFF_RECHECK``, and when it has something else to do
+        self._away: dict[tuple[int, str], tuple[frozenset[str], datetime]] = {}
         self._pruned: datetime | None = None
         self._assessed: datetime | None = None
         self._reopened: datetime | None = None
@@ -752,6 +757,27 @@ class Orchestrator:
             wake.extend(self._rollout(conn, now, row, release, found, settings, windows, flight))
         return wake
 
+    def _still_away(self, conn: Connection, key: tuple[int, str], now: datetime) -> bool:
+        """Whether a region woken only to look for its switched-off machines may sleep on.
+
+        When none of them is back and nothing else is due, the region is not read again:
+        its wake moves ``OFF_RECHECK`` on, as reading it would have found.
+        """
+        found = self._away.get(key)
+        if found is None or now >= found[1]:
+            return False
+        away, rest = found
+        back = conn.execute(
+            select(presence.c.resource_id)
+            .where(presence.c.resource_id.in_(sorted(away)))
+            .where(presence.c.last_seen >= now - RUNNING_WINDOW)
+            .limit(1)
+        ).first()
+        if back is not None:
+            return False
+        self._region_wake[key] = (min(rest, now + OFF_RECHECK), self._region_wake[key][1])
+        return True
+
     def _reopen(self, conn: Connection, now: datetime, found: Releases) -> None:
         """Reopen completed rollouts whose release machines enrolled since still lack.
 
@@ -836,6 +862,8 @@ class Orchestrator:
                 continue
             key = (row.id, region_name)
             cached = self._region_wake.get(key)
+            if cached is not None and now >= cached[0] and self._still_away(conn, key, now):
+                cached = self._region_wake[key]
             if cached is not None and now < cached[0]:
                 wake.append(cached[0])
                 remaining += cached[1]
@@ -855,6 +883,10 @@ class Orchestrator:
             if outcome.wake is not None:
                 self._region_wake[key] = (outcome.wake, outcome.remaining)
                 wake.append(outcome.wake)
+            if outcome.away and outcome.rest is not None:
+                self._away[key] = (outcome.away, outcome.rest)
+            else:
+                self._away.pop(key, None)
         # phases advance when every region of the current one is done
         while phase < len(phases):
             if not all(
@@ -979,6 +1011,7 @@ class Orchestrator:
         eligible: list[Machine] = []
         kinds: dict[str, str] = {}
         later: list[datetime] = []
+        away: list[str] = []
         for machine, kind in pending:
             current = installs.get(machine.id)
             facts = Facts(
@@ -1002,13 +1035,17 @@ class Orchestrator:
             closing, opening = windows.lookup(machine)
             later.append(opening)
             if closing is not None and not machine.running(now):
-                later.append(now + OFF_RECHECK)  # back within its window: patch it then
+                away.append(machine.id)  # back within its window: patch it then
             if current is not None and current.retry_after is not None:
                 later.append(max(current.retry_after, opening))
             if machine.environment == PRODUCTION and soak_until is not None:
                 later.append(soak_until)
         if not eligible:
-            outcome.wake = min([t for t in later if t > now] + [now + RECHECK])
+            if not done and soak_until is not None:
+                later.append(soak_until)  # the region may be done once the soak is over
+            outcome.rest = min([t for t in later if t > now] + [now + RECHECK])
+            outcome.wake = min(outcome.rest, now + OFF_RECHECK) if away else outcome.rest
+            outcome.away = frozenset(away)
             return outcome
         draft = Draft(
             size_limit=2 ** min(region.batches, 20),
@@ -1205,6 +1242,9 @@ class _RegionOutcome:
     remaining: int
     done: bool = False
     wake: datetime | None = None
+    #: switched-off machines whose window is open, and when the region has anything else
+    away: frozenset[str] = frozenset()
+    rest: datetime | None = None
 
 
 @dataclass
