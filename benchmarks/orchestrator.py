@@ -13,8 +13,9 @@ published and the clock set inside the off-peak window. Measured:
 - the same-run baseline: reading every machine's row once (``SELECT`` of the fleet), the
   floor of anything that looks at every machine.
 
-Then ``hotpatch simulate``'s engine runs a fleet through simulated months: wall time, and
-restarts taken against the restarts restart-based patching would have taken.
+Then ``hotpatch simulate``'s engine runs fleets through a simulated year (1,000 machines,
+then 10,000 against the 10-minute target; 300 machines for 60 days with ``--quick``):
+wall time, passes, and restarts taken against those restart-based patching would take.
 """
 
 from __future__ import annotations
@@ -205,7 +206,7 @@ def run(quick: bool) -> Report:
                 )
             )
     report.tables.append(table)
-    runs = [(300, 4, 60)] if quick else [(1000, 6, 365), (10_000, 10, 30)]
+    runs = [(300, 4, 60)] if quick else [(1000, 6, 365), (10_000, 10, 365)]
     sims = Table(
         "simulated time (hotpatch simulate's engine)",
         [
@@ -246,9 +247,14 @@ def run(quick: bool) -> Report:
             ]
         )
         report.data[f"sim_{machines_}_{days}"] = round(outcome.wall_seconds, 1)
+        if (machines_, days) == (10_000, 365):
+            report.targets.append(
+                Target(
+                    "simulated year, 10,000 machines",
+                    f"< {YEAR_TARGET_S:.0f} s",
+                    f"{outcome.wall_seconds:.0f} s",
+                    outcome.wall_seconds < YEAR_TARGET_S,
+                )
+            )
     report.tables.append(sims)
-    report.notes.append(
-        "a simulated year of 10,000 machines is not run here: its wall time, extrapolated "
-        "from the rows above, is past the 10-minute target (see the closing figures)"
-    )
     return report
