@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
 
@@ -196,43 +196,31 @@ _COLUMNS = (
 )
 
 
+#: Machine's fields from ``id`` to ``assessment_mode``, the first columns of ``_COLUMNS``
+_Placement = tuple[
+    str,
+    str,
+    str,
+    str | None,
+    str | None,
+    int | None,
+    str,
+    str | None,
+    str,
+    str,
+    str | None,
+    str | None,
+]
+
+
 def _machine(row: Any, health: Any = None) -> Machine:
-    # unpacked by position: this runs for every machine of every region a pass looks at
-    (
-        key,
-        subscription,
-        region,
-        zone,
-        availability_set,
-        update_domain,
-        time_zone,
-        window,
-        environment_,
-        os_type_,
-        patch_mode,
-        assessment_mode,
-        hotpatch,
-        product,
-        last_seen,
-        baseline,
-        active_hotpatch,
-        rejoin_after,
-    ) = row[:18]
+    # by position, as this runs for every machine a pass looks at
+    placed = cast(_Placement, row[:12])
+    hotpatch, product, last_seen, baseline, active_hotpatch, rejoin_after = row[12:18]
     rejoining = rejoin_after is not None and rejoin_after == baseline
     status = health.get("status") if isinstance(health, dict) else None
     return Machine(
-        key,
-        subscription,
-        region,
-        zone,
-        availability_set,
-        update_domain,
-        time_zone,
-        window,
-        environment_,
-        os_type_,
-        patch_mode,
-        assessment_mode,
+        *placed,
         bool(hotpatch) and not rejoining,
         product,
         last_seen,
