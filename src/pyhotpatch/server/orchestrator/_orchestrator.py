@@ -1226,9 +1226,12 @@ class Orchestrator:
                 work_items.c.state.in_((_queue.DONE, _queue.FAILED)),
                 work_items.c.updated < cutoff,
             )
-            .where(
+            .where(  # an install still to be settled reads its work's outcome
                 work_items.c.id.not_in(
-                    select(rollout_installs.c.work).where(rollout_installs.c.work.is_not(None))
+                    select(rollout_installs.c.work).where(
+                        rollout_installs.c.work.is_not(None),
+                        rollout_installs.c.state.in_((INSTALLING, REVERTING)),
+                    )
                 )
             )
         )
