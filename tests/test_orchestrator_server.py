@@ -475,6 +475,8 @@ def test_an_unhealthy_machine_in_the_first_batch_halts_the_rollout_and_reverts(
     dev.heartbeat()
     plane.run_pass()
     assert plane.rollout()["installs"] == {"reverted": 1}
+    (member,) = plane.rollout()["batchList"][0]["machines"]
+    assert (member["state"], member["healthy"]) == ("reverted", False)  # its verdict stays
 
     plane.advance(timedelta(hours=1))  # no soak, in the window: a halted rollout goes no further
     plane.run_pass()

@@ -127,6 +127,9 @@ _INSTALL_ENDED = _INSTALL_CHANGE.values(
     retry_after=bindparam("retry"),
     healthy=bindparam("ok"),
 )
+_REVERT_ENDED = _INSTALL_CHANGE.values(
+    state=bindparam("to"), ended=bindparam("at"), error=bindparam("err")
+)
 _INSTALL_HEALTH = _INSTALL_CHANGE.values(healthy=bindparam("ok"))
 _INSTALL_STARTED = insert(rollout_installs)
 _INSTALL_RETRIED = _INSTALL_CHANGE.values(
@@ -379,15 +382,8 @@ class Orchestrator:
                 state = REVERTED if ok else REVERT_FAILED
                 require(Transition(INSTALL_ENTITY, REVERTING, state, Facts(now=now)))
                 conn.execute(
-                    _INSTALL_ENDED,
-                    {
-                        **key,
-                        "to": state,
-                        "at": now,
-                        "err": None if ok else outcome.get("error"),
-                        "retry": None,
-                        "ok": None,
-                    },
+                    _REVERT_ENDED,
+                    {**key, "to": state, "at": now, "err": None if ok else outcome.get("error")},
                 )
                 if machine is not None and ok:
                     self._emit(
