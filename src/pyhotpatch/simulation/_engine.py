@@ -6,10 +6,11 @@ enrolled agents, publishes releases into the catalog's tables on their dates, an
 moves a ``ManualClock`` from one moment something happens to the next: the
 orchestrator's own next pass, a simulated agent finishing its work, a release coming out.
 A machine switched off or on is not such a moment: as in a real fleet, its agent stops or
-resumes beating and the orchestrator finds out at its next pass. The agents are simulated (``SimulatedAgents``): they lease
-the real work queue and answer through the same ``complete`` the agent API uses, with
-installs that take minutes, sometimes fail, and, for a ``--bad-release``, leave the
-machine unhealthy. Nothing of the orchestrator is replaced or shortened.
+resumes beating and the orchestrator finds out at its next pass. The agents are simulated
+(``SimulatedAgents``): they lease the real work queue and answer through the same
+``complete`` the agent API uses, with installs that take minutes, sometimes fail, and, for
+a ``--bad-release``, leave the machine unhealthy. Nothing of the orchestrator is replaced
+or shortened.
 
 Every install event goes to ``sink`` as the JSON object the ``--events`` file holds.
 """
