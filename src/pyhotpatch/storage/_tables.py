@@ -231,9 +231,8 @@ machines = Table(
     Column("hotpatch", String(16), nullable=True),  # reported: its active hotpatch
     Column("rejoin_after", String(16), nullable=True),  # hotpatch back on: waits for a newer one
     Column("next_assessment", UTCDateTime, nullable=True, index=True),
-    Column(
-        "upgrade_requested", UTCDateTime, nullable=True, index=True
-    ),  # a stack upgrade waits for a window
+    # a stack upgrade waits for a window
+    Column("upgrade_requested", UTCDateTime, nullable=True, index=True),
 )
 
 #: when each enrolled machine's agent was last heard from. Every heartbeat writes it, every

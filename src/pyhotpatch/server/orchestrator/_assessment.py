@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, or_, select, update
 
 from pyhotpatch.server.arm._operations import ASSESS, normalize_result
-from pyhotpatch.server.arm._vm_model import RUNNING_WINDOW
 from pyhotpatch.server.orchestrator import _fleet
 from pyhotpatch.server.orchestrator._releases import Releases
 from pyhotpatch.server.orchestrator._settings import Settings
@@ -93,7 +92,7 @@ def run_cycle(conn: Connection, now: datetime, settings: Settings, found: Releas
     """Assess every running machine that is due; how many were assessed."""
     due = [
         or_(machines.c.next_assessment.is_(None), machines.c.next_assessment <= now),
-        presence.c.last_seen >= now - RUNNING_WINDOW,
+        _fleet.heard_from(now),
     ]
     # a machine whose model is gone has no fleet row: it waits a day rather than spin
     orphans = (

@@ -265,6 +265,11 @@ def enrolled(
         yield _machine(row, row.health if health else None)
 
 
+def heard_from(now: datetime) -> ColumnElement[bool]:
+    """The SQL twin of ``Machine.running``: its agent beat within the running window."""
+    return presence.c.last_seen >= now - RUNNING_WINDOW
+
+
 def machine(conn: Connection, machine_id: str) -> Machine | None:
     """One enrolled machine with its health, or None."""
     return next(enrolled(conn, ids=[machine_id.lower()], health=True), None)

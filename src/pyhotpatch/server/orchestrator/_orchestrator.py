@@ -44,7 +44,6 @@ from pyhotpatch.server.arm._operations import (
     expire,
     upgrade_payload,
 )
-from pyhotpatch.server.arm._vm_model import RUNNING_WINDOW
 from pyhotpatch.server.orchestrator import _dispatch, _fleet
 from pyhotpatch.server.orchestrator._assessment import run_cycle
 from pyhotpatch.server.orchestrator._batches import Draft, compose
@@ -765,8 +764,7 @@ class Orchestrator:
         away, rest = found
         back = conn.execute(
             select(presence.c.resource_id)
-            .where(presence.c.resource_id.in_(sorted(away)))
-            .where(presence.c.last_seen >= now - RUNNING_WINDOW)
+            .where(presence.c.resource_id.in_(sorted(away)), _fleet.heard_from(now))
             .limit(1)
         ).first()
         if back is not None:
@@ -1034,8 +1032,6 @@ class Orchestrator:
                 away.append(machine.id)  # back within its window: patch it then
             if current is not None and current.retry_after is not None:
                 later.append(max(current.retry_after, opening))
-            if machine.environment == PRODUCTION and soak_until is not None:
-                later.append(soak_until)
         if not eligible:
             if not done and soak_until is not None:
                 later.append(soak_until)  # the region may be done once the soak is over
