@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from loopback import Load, free_port, get, wait_for
+from pyhotpatch.agent import _listener
 from pyhotpatch.agent._health import ProbeSpec, health, probe
 from pyhotpatch.agent._supervisor import ServiceSpec, Supervisor, start_time
 from pyhotpatch.build import build
@@ -301,6 +302,47 @@ def test_a_new_supervisor_adopts_the_running_workers_and_can_add_to_them(
     # and a reused pid is never adopted: the record keys workers by start time too
     record = json.loads((service.state / "service.json").read_text())
     assert {w["pid"] for w in record["workers"]} == {before[1], new}
+
+
+def listening_socket_of(pid: int) -> str:
+    """Which socket (``socket:[inode]``) a worker serves on fd 3."""
+    return os.readlink(f"/proc/{pid}/fd/3")
+
+
+def test_a_new_supervisor_gives_its_workers_the_socket_the_adopted_ones_accept_on(
+    services: Callable[..., Service],
+) -> None:
+    service = services(2)
+    service.supervisor.start(PYTHON)
+    before = service.supervisor.pids()
+    (shared,) = {listening_socket_of(pid) for pid in before}
+    service.supervisor.detach()
+
+    service.supervisor = service.fresh()
+    service.supervisor.start(PYTHON)
+    with Load(service.port) as load:
+        service.supervisor.rolling_restart(PYTHON)
+        after = set(service.supervisor.pids())
+        wait_for("requests served by the new workers", lambda: load.pids & after)
+    assert after.isdisjoint(before)
+    # not a second SO_REUSEPORT socket, whose queue the old workers' last stop would reset
+    assert {listening_socket_of(pid) for pid in after} == {shared}
+    assert load.failed == [] and load.ok > 0
+
+
+def test_the_listening_socket_is_taken_only_from_a_worker_that_listens_on_it() -> None:
+    own = (os.getpid(), start_time(os.getpid()) or 0)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        taken = _listener.take_back([own], "127.0.0.1", port)
+        assert taken is not None
+        with taken:
+            assert os.fstat(taken.fileno()).st_ino == os.fstat(server.fileno()).st_ino
+            assert taken.fileno() != 3
+        assert _listener.take_back([own], "127.0.0.1", free_port()) is None
+        assert _listener.take_back([(own[0], own[1] + 1)], "127.0.0.1", port) is None  # reused pid
 
 
 def test_stop_before_start_stops_the_recorded_workers(services: Callable[..., Service]) -> None:

@@ -17,8 +17,10 @@ Invariants the supervisor keeps:
   one gracefully, so the service keeps serving throughout.
 - The record file lists every running worker with its ``/proc`` start time, written
   atomically whenever the set changes, so a restarted agent adopts exactly the
-  workers it left (never a process that reused a pid); it binds the port again,
-  with ``SO_REUSEPORT``, only when it starts a worker of its own beside them.
+  workers it left (never a process that reused a pid). When it starts a worker of
+  its own beside them, it hands it the adopted workers' socket, copied out of one
+  of them (``pidfd_getfd``), and binds the port again with ``SO_REUSEPORT`` only
+  if that cannot be done.
 
 All methods may be called from several threads (the agent's main loop calls
 ``check``; its work thread restarts workers); the lock is never held while waiting.
@@ -42,7 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyhotpatch.agent import _listener
 from pyhotpatch.agent._files import read_json, write_json
+from pyhotpatch.agent._proc import start_time
 from pyhotpatch.errors import AgentError, HotpatchError
 from pyhotpatch.runtime import client
 
@@ -56,8 +60,6 @@ MAX_TIMEOUT = 3600.0
 QUICK_EXIT = 10.0
 #: the longest wait before starting a crash-looping worker again, in seconds
 BACKOFF_CAP = 60.0
-#: the fd the listening socket has in every worker (systemd's SD_LISTEN_FDS_START)
-LISTEN_FD = 3
 #: the token in ``command`` that stands for the environment's interpreter
 PYTHON_TOKEN = "{python}"
 
@@ -208,19 +210,6 @@ class _Worker:
             "python": self.python,
             "retiring": self.retiring,
         }
-
-
-def start_time(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot), or None if it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            text = handle.read()
-    except OSError:
-        return None
-    fields = text[text.rfind(b")") + 2 :].split()
-    if len(fields) < 20 or fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[19])
 
 
 class Supervisor:
@@ -503,7 +492,7 @@ class Supervisor:
             ]
             listener = self._listening()
             if listener is not None:
-                actions.append((os.POSIX_SPAWN_DUP2, listener.fileno(), LISTEN_FD))
+                actions.append((os.POSIX_SPAWN_DUP2, listener.fileno(), _listener.LISTEN_FD))
             pid = os.posix_spawn(
                 _SHELL,
                 [_SHELL, "-c", _WRAPPER, "sh", *argv],
@@ -523,14 +512,23 @@ class Supervisor:
         return worker
 
     def _listening(self) -> socket.socket | None:
-        """The socket new workers serve, bound on first use (lock held).
+        """The socket new workers serve, found or bound on first use (lock held).
 
-        Bound only when a worker is about to get it: next to adopted workers, a
-        second ``SO_REUSEPORT`` socket that nobody accepts on would swallow the
+        Next to adopted workers it is the socket they accept on, taken back from
+        them, so the old workers' last stop resets no queued connection. Only when
+        that cannot be done is a second ``SO_REUSEPORT`` socket bound, and only when
+        a worker is about to get it: one that nobody accepts on would swallow the
         share of connections the kernel gives it.
         """
         if self._listener is None and self.spec.listen is not None:
-            self._listener = _bind(self.spec.listen)
+            host, port = parse_listen(self.spec.listen)
+            adopted = [
+                (w.pid, w.start_time) for w in self._workers if not w.spawned and not w.exited
+            ]
+            if adopted:
+                self._listener = _listener.take_back(adopted, host, port)
+            if self._listener is None:
+                self._listener = _listener.bind(host, port)
         return self._listener
 
     def _environment(self, python: Path) -> dict[str, str]:
@@ -757,32 +755,6 @@ class Supervisor:
             with contextlib.suppress(FileNotFoundError):
                 self._notify_path.unlink()
             self._notify_path = None
-
-
-def _bind(listen: str) -> socket.socket:
-    """The listening socket for ``host:port``, shareable with workers bound before."""
-    host, port = parse_listen(listen)
-    try:
-        family, kind, proto, _name, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise AgentError(f"cannot listen on {listen}: {exc}") from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-        sock.listen(socket.SOMAXCONN)
-    except OSError as exc:
-        sock.close()
-        raise AgentError(f"cannot listen on {listen}: {exc}") from exc
-    if sock.fileno() == LISTEN_FD:
-        # posix_spawn's dup2 onto the same fd would keep close-on-exec set
-        moved = sock.dup()
-        sock.close()
-        sock = moved
-    return sock
 
 
 def _end_group(pid: int) -> None:
