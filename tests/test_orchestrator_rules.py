@@ -130,6 +130,24 @@ def test_the_health_gate() -> None:
     assert not allowed(Transition(BATCH, BAKING, FAILED, early))
 
 
+def test_the_failure_gate() -> None:
+    gate = Facts(now=NOW, bake_until=NOW, size=2, failed_installs=3, failed_percent=50)
+    for failed, finished, passes in (
+        (2, 2, True),  # every install failed, but fewer than three
+        (3, 3, False),
+        (3, 6, True),  # exactly half failed: not more than half
+        (4, 7, False),
+        (3, 100, True),
+    ):
+        facts = replace(gate, failed=failed, finished=finished)
+        assert allowed(Transition(BATCH, BAKING, PASSED, facts)) is passes, (failed, finished)
+        assert allowed(Transition(BATCH, BAKING, FAILED, facts)) is not passes
+    (why,) = refusals(Transition(BATCH, BAKING, PASSED, replace(gate, failed=3, finished=3)))
+    assert why == "3 of the 3 installs ended so far failed (more than 50 % tolerated once 3 have)"
+    off = replace(gate, failed=50, finished=50, failed_percent=100)
+    assert allowed(Transition(BATCH, BAKING, PASSED, off))
+
+
 def test_only_hotpatches_of_halted_rollouts_revert() -> None:
     assert allowed(
         Transition(
@@ -159,6 +177,8 @@ def test_settings_round_trip_and_refuse_nonsense() -> None:
         {"nope": 1},
         {"pairs": "eastus:eastus"},
         {"smallSet": 1.5},
+        {"failedPercent": 101},
+        {"failedInstalls": 0},
     ):
         with pytest.raises(ValueError):
             Settings.from_json(bad)

@@ -505,6 +505,52 @@ def test_an_unhealthy_machine_in_the_first_batch_halts_the_rollout_and_reverts(
             assert prod.report(item, {"status": "Failed"}).status_code == 200
 
 
+def test_a_release_that_fails_to_install_wherever_it_goes_halts_at_the_failure_gate(
+    plane: Plane,
+) -> None:
+    agents = [plane.machine(f"dev-{n}", "DevTest") for n in range(1, 5)]
+    plane.settings(bakeMinutes=5, soakHours=0)
+    plane.publish()
+    plane.move_to(_at(22))
+    plane.run_pass()
+
+    def fail_the_batch() -> list[str]:
+        names = []
+        for agent in agents:
+            for item in agent.poll():
+                refused = {"code": "PackageRefused", "message": "the code does not match"}
+                reply = agent.report(item, {"status": "Failed", "error": refused})
+                assert reply.status_code == 200, reply.text
+                names.append(agent.vm_id.rsplit("/", 1)[-1])
+        plane.run_pass()
+        plane.advance(timedelta(minutes=5))
+        plane.run_pass()
+        return names
+
+    failed = []
+    for number in range(2):  # one machine a batch: a fifth of the subscription is less
+        failed += fail_the_batch()
+        detail = plane.rollout()  # a failure or two is not yet a pattern
+        assert detail["state"] == "active" and detail["batchList"][number]["state"] == "passed"
+    failed += fail_the_batch()
+    assert len(failed) == 3
+    halted = plane.rollout()
+    assert halted["state"] == "halted", halted
+    reason = halted["reason"]
+    assert f"3 of the 3 installs of {HOTPATCH} that ended failed" in reason, reason
+    assert all(name in reason for name in failed)
+    assert [b["state"] for b in halted["batchList"]] == ["passed", "passed", "failed"]
+    assert halted["batchList"][2]["unhealthy"] == 0  # no machine was sick
+    assert plane.get(f"/hotpatch/releases/{HOTPATCH}")["halted"]["reason"] == reason
+    (notice,) = plane.get("/hotpatch/notices", release=HOTPATCH)["value"]
+    assert reason in notice["message"]
+
+    plane.advance(timedelta(hours=1))  # the fourth machine never gets the release
+    plane.run_pass()
+    assert all(agent.poll() == [] for agent in agents)
+    assert len(plane.rollout()["batchList"]) == 3
+
+
 # --- 4. operators: pause, resume, cancel -----------------------------------------------------------
 
 
@@ -553,6 +599,8 @@ SETTING_NAMES = {
     "bakeMinutes",
     "firstBatchUnhealthy",
     "unhealthyPercent",
+    "failedInstalls",
+    "failedPercent",
     "setPercent",
     "smallSet",
     "subscriptionPercent",

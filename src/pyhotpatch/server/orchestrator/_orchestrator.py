@@ -129,6 +129,19 @@ _INSTALL_ENDED = _INSTALL_CHANGE.values(
 _REVERT_ENDED = _INSTALL_CHANGE.values(
     state=bindparam("to"), ended=bindparam("at"), error=bindparam("err")
 )
+#: a rollout's installs that ended, by state
+_INSTALLS_ENDED = (
+    select(rollout_installs.c.state, func.count())
+    .where(
+        rollout_installs.c.rollout == bindparam("r"),
+        rollout_installs.c.state.in_((SUCCEEDED, FAILED, REVERTING, REVERTED)),
+    )
+    .group_by(rollout_installs.c.state)
+)
+#: the machines whose install in a rollout failed
+_FAILED_MACHINES = select(rollout_installs.c.machine).where(
+    rollout_installs.c.rollout == bindparam("r"), rollout_installs.c.state == FAILED
+)
 _INSTALL_HEALTH = _INSTALL_CHANGE.values(healthy=bindparam("ok"))
 _INSTALL_STARTED = insert(rollout_installs)
 _INSTALL_RETRIED = _INSTALL_CHANGE.values(
@@ -492,8 +505,20 @@ class Orchestrator:
                 limit = settings.first_batch_unhealthy
             else:
                 limit = math.floor(size * settings.unhealthy_percent / 100)
+            ended = {
+                str(state): int(count)
+                for state, count in conn.execute(_INSTALLS_ENDED, {"r": row.rollout})
+            }
             facts = Facts(
-                now=now, bake_until=bake_until, unhealthy=len(sick), size=size, limit=limit
+                now=now,
+                bake_until=bake_until,
+                unhealthy=len(sick),
+                size=size,
+                limit=limit,
+                failed=ended.get(FAILED, 0),
+                finished=sum(ended.values()),
+                failed_installs=settings.failed_installs,
+                failed_percent=settings.failed_percent,
             )
             if allowed(Transition(BATCH, BAKING, PASSED, facts)):
                 conn.execute(
@@ -503,12 +528,21 @@ class Orchestrator:
                 )
                 self._region_wake.pop((row.rollout, row.region), None)
                 continue
-            reason = (
-                f"batch {row.number} in {row.region} ({row.ring}, zone {row.zone or 'none'}): "
-                f"{len(sick)} of {size} machines unhealthy after installing {row.release} "
-                f"(at most {limit} tolerated): "
-                + ", ".join(sorted(m.id.rsplit("/", 1)[-1] for m in sick)[:5])
-            )
+            where = f"batch {row.number} in {row.region} ({row.ring}, zone {row.zone or 'none'})"
+            if len(sick) > limit:
+                names = [m.id for m in sick]
+                reason = (
+                    f"{where}: {len(sick)} of {size} machines unhealthy after installing "
+                    f"{row.release} (at most {limit} tolerated): "
+                )
+            else:
+                names = list(conn.execute(_FAILED_MACHINES, {"r": row.rollout}).scalars())
+                reason = (
+                    f"{where}: {facts.failed} of the {facts.finished} installs of {row.release} "
+                    f"that ended failed (more than {settings.failed_percent:g} % tolerated "
+                    f"once {settings.failed_installs} have): "
+                )
+            reason += ", ".join(sorted(n.rsplit("/", 1)[-1] for n in names)[:5])
             conn.execute(
                 update(rollout_batches)
                 .where(rollout_batches.c.id == row.id)

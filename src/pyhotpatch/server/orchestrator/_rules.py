@@ -76,7 +76,9 @@ class Facts:
     Times are aware UTC. ``window_left`` is how long the machine's off-peak window stays
     open (None: closed). ``ring``, ``soak_until`` and ``phase_open`` describe the
     machine's region in its rollout. ``remaining`` counts a rollout's targets without the
-    release; ``unhealthy`` and ``size`` a judged batch; ``limit`` the gate's threshold.
+    release; ``unhealthy`` and ``size`` a judged batch; ``limit`` the health gate's
+    threshold. ``failed`` and ``finished`` count the rollout's installs that failed and
+    that ended so far; ``failed_installs`` and ``failed_percent`` are the failure gate's.
     """
 
     now: datetime
@@ -99,6 +101,10 @@ class Facts:
     unhealthy: int = 0
     size: int = 0
     limit: int = 0
+    failed: int = 0
+    finished: int = 0
+    failed_installs: int = 0
+    failed_percent: float = 100.0
     reason: str | None = None
 
 
@@ -350,6 +356,11 @@ def judge_after_baking(f: Facts) -> Iterator[str]:
         yield "the batch is still baking"
 
 
+def too_many_failed(f: Facts) -> bool:
+    """Whether the rollout's failed installs are past the failure gate's threshold."""
+    return f.failed >= f.failed_installs and f.failed * 100 > f.failed_percent * f.finished
+
+
 @rule(BATCH, (BAKING,), (PASSED,))
 def pass_within_the_threshold(f: Facts) -> Iterator[str]:
     """A batch passes only with no more unhealthy machines than the gate tolerates."""
@@ -357,8 +368,25 @@ def pass_within_the_threshold(f: Facts) -> Iterator[str]:
         yield f"{f.unhealthy} of {f.size} machines are unhealthy (at most {f.limit} tolerated)"
 
 
+@rule(BATCH, (BAKING,), (PASSED,))
+def pass_while_installs_mostly_succeed(f: Facts) -> Iterator[str]:
+    """A release that fails to install wherever it goes is stopped, though nothing is sick.
+
+    A failed install leaves the service as it was, so no machine turns unhealthy; without
+    this gate such a release would fail on every machine of the fleet, window after window.
+    """
+    if too_many_failed(f):
+        yield (
+            f"{f.failed} of the {f.finished} installs ended so far failed (more than "
+            f"{f.failed_percent:g} % tolerated once {f.failed_installs} have)"
+        )
+
+
 @rule(BATCH, (BAKING,), (FAILED,))
 def fail_past_the_threshold(f: Facts) -> Iterator[str]:
-    """A batch fails, and halts its rollout, only past the gate's threshold."""
-    if f.unhealthy <= f.limit:
-        yield f"{f.unhealthy} unhealthy machines are within the threshold of {f.limit}"
+    """A batch fails, and halts its rollout, only past one of the gates' thresholds."""
+    if f.unhealthy <= f.limit and not too_many_failed(f):
+        yield (
+            f"{f.unhealthy} unhealthy machines are within the threshold of {f.limit}, "
+            f"and {f.failed} failed installs of {f.finished} within the failure gate's"
+        )

@@ -31,7 +31,10 @@ class Settings:
     healthy DevTest ring runs before its Production machines start. ``bake_minutes``: how
     long after a batch's last install its health is judged. ``first_batch_unhealthy`` and
     ``unhealthy_percent``: the health gate halts a rollout when more machines than that are
-    unhealthy in its first batch (a count) or in any later batch (a share). ``set_percent``:
+    unhealthy in its first batch (a count) or in any later batch (a share).
+    ``failed_installs`` and ``failed_percent``: the failure gate halts a rollout, after a
+    batch, once at least that many of its installs failed and they are more than that share
+    of its installs that ended (100 turns the gate off). ``set_percent``:
     the share of an availability set patched at once (sets smaller than ``small_set`` go one
     machine at a time); ``subscription_percent``: the share of a subscription's machines
     patched at once. ``assess_hours`` and ``assess_platform_hours``: how often machines are
@@ -48,6 +51,8 @@ class Settings:
     bake_minutes: float = 10.0
     first_batch_unhealthy: int = 0
     unhealthy_percent: float = 20.0
+    failed_installs: int = 3
+    failed_percent: float = 50.0
     set_percent: float = 20.0
     small_set: int = 10
     subscription_percent: float = 20.0
@@ -66,6 +71,8 @@ class Settings:
             "bake_minutes": (0, 24 * 30),
             "min_window_minutes": (0, 24 * 60),
             "unhealthy_percent": (0, 100),
+            "failed_percent": (0, 100),
+            "failed_installs": (1, 1_000_000),
             "set_percent": (0, 100),
             "subscription_percent": (0, 100),
             "deadline_days": (1, 90),
