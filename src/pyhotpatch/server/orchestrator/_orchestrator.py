@@ -1040,6 +1040,7 @@ class Orchestrator:
         kinds: dict[str, str] = {}
         later: list[datetime] = []
         away: list[str] = []
+        min_window, phase_open = settings.min_window, region.phase <= rollout.phase
         for machine, kind in pending:
             current = installs.get(machine.id)
             facts = Facts(
@@ -1047,11 +1048,11 @@ class Orchestrator:
                 machine=machine,
                 rollout_state=ACTIVE,
                 window_left=windows.left(machine),
-                min_window=settings.min_window,
+                min_window=min_window,
                 retry_after=current.retry_after if current else None,
                 ring=ring,
                 soak_until=soak_until,
-                phase_open=region.phase <= rollout.phase,
+                phase_open=phase_open,
                 busy=machine.id in flight.busy,
             )
             if allowed(
