@@ -10,8 +10,8 @@ when the agent runs as root, one of its own user's where Yama allows it.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
+import errno
 import logging
 import os
 import platform
@@ -100,10 +100,19 @@ def _copy_from(pid: int, began: int, wanted: set[tuple[object, ...]]) -> socket.
         if start_time(pid) != began:
             return None
         for fd in sorted(int(name) for name in os.listdir(f"/proc/{pid}/fd")):
-            with contextlib.suppress(OSError):
+            try:
                 if not os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
                     continue
-            sock = socket.socket(fileno=_getfd(pidfd, fd))
+                copied = _getfd(pidfd, fd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.EBADF):
+                    continue  # closed meanwhile
+                raise
+            try:
+                sock = socket.socket(fileno=copied)
+            except OSError:  # a kind of socket Python cannot wrap: not ours
+                os.close(copied)
+                continue
             if _listens_on(sock, wanted):
                 return sock
             sock.close()
@@ -128,6 +137,6 @@ def _getfd(pidfd: int, fd: int) -> int:
     libc = ctypes.CDLL(None, use_errno=True)
     copied = int(libc.syscall(_PIDFD_GETFD, pidfd, fd, 0))
     if copied < 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
     return copied
