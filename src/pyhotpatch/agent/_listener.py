@@ -135,7 +135,9 @@ def _listens_on(sock: socket.socket, wanted: set[tuple[object, ...]]) -> bool:
 def _getfd(pidfd: int, fd: int) -> int:
     """``pidfd_getfd(pidfd, fd, 0)``: a close-on-exec copy of another process's ``fd``."""
     libc = ctypes.CDLL(None, use_errno=True)
-    copied = int(libc.syscall(_PIDFD_GETFD, pidfd, fd, 0))
+    # syscall() is variadic and reads every argument as a long
+    arguments = (ctypes.c_long(n) for n in (_PIDFD_GETFD, pidfd, fd, 0))
+    copied = int(libc.syscall(*arguments))
     if copied < 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
