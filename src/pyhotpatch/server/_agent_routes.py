@@ -220,13 +220,7 @@ class HeartbeatWriter:
         keys = sorted({beat.machine for beat in beats})
         now = self.clock()
         with self.engine.begin() as conn:
-            known = {
-                row.resource_id
-                for row in conn.execute(
-                    select(machines.c.resource_id).where(machines.c.resource_id.in_(keys))
-                )
-            }
-            seen(conn, sorted(known), now)
+            known = _heard(conn, keys, now)
             shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
             for beat in beats:
                 if beat.machine not in known or not beat.values:
@@ -255,6 +249,32 @@ class HeartbeatWriter:
             for key in holding:
                 _queue.renew(conn, key, now)
         return found
+
+
+def _heard(conn: Connection, keys: Sequence[str], now: datetime) -> set[str]:
+    """Record that the enrolled machines among ``keys`` were heard from; which those are.
+
+    An enrolled machine has a presence row once it has been heard from, so one statement
+    usually both writes the heartbeats and says which machines are enrolled.
+    """
+    if conn.dialect.update_returning:
+        written = set(
+            conn.execute(
+                update(presence)
+                .where(presence.c.resource_id.in_(keys))
+                .values(last_seen=now)
+                .returning(presence.c.resource_id)
+            ).scalars()
+        )
+        if len(written) == len(keys):
+            return written
+    known = set(
+        conn.execute(
+            select(machines.c.resource_id).where(machines.c.resource_id.in_(keys))
+        ).scalars()
+    )
+    seen(conn, sorted(known), now)
+    return known
 
 
 def seen(conn: Connection, keys: Sequence[str], now: datetime) -> None:
