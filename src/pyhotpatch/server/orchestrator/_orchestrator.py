@@ -725,20 +725,16 @@ class Orchestrator:
 
     def _revert(self, conn: Connection, now: datetime) -> None:
         """Queue the revert of every hotpatch a halted rollout installed."""
-        halted = conn.execute(select(rollouts.c.id).where(rollouts.c.state == HALTED)).scalars()
-        ids = list(halted)
-        if not ids:
+        halted = list(
+            conn.execute(select(rollouts.c.id).where(rollouts.c.state == HALTED)).scalars()
+        )
+        if not halted:
             return
         rows = conn.execute(
             select(
-                rollout_installs.c.rollout,
-                rollout_installs.c.machine,
-                rollout_installs.c.kind,
-                rollouts.c.release,
-            )
-            .join(rollouts, rollouts.c.id == rollout_installs.c.rollout)
-            .where(
-                rollout_installs.c.rollout.in_(ids),
+                rollout_installs.c.rollout, rollout_installs.c.machine, rollout_installs.c.kind
+            ).where(
+                rollout_installs.c.rollout.in_(halted),
                 rollout_installs.c.state == SUCCEEDED,
                 rollout_installs.c.kind.in_((HOTPATCH, RESTART)),
             )
