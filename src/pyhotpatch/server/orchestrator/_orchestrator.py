@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -48,7 +48,7 @@ from pyhotpatch.server.orchestrator import _dispatch, _fleet
 from pyhotpatch.server.orchestrator._assessment import run_cycle
 from pyhotpatch.server.orchestrator._batches import Draft, compose
 from pyhotpatch.server.orchestrator._fleet import Machine
-from pyhotpatch.server.orchestrator._regions import paired, parse_pairs, plan_phases
+from pyhotpatch.server.orchestrator._regions import plan_phases
 from pyhotpatch.server.orchestrator._releases import HOTPATCH, RESTART, ReleaseLine, Releases
 from pyhotpatch.server.orchestrator._rules import (
     ACTIVE,
@@ -607,7 +607,7 @@ class Orchestrator:
             if not allowed(Transition(ROLLOUT, None, ACTIVE, facts)):
                 continue
             counts = self._region_counts(conn, release.product)
-            partners = paired(parse_pairs(settings.pairs))
+            partners = settings.partners
             phases = plan_phases(counts, partners)
             rollout = _inserted(
                 conn,
@@ -862,7 +862,7 @@ class Orchestrator:
             self._regions_checked[row.id] = now
             newcomers = sorted(set(self._region_counts(conn, release.product)) - set(regions))
         if newcomers:  # regions enrolled since the plan: a phase of their own, at the end
-            partners = paired(parse_pairs(settings.pairs))
+            partners = settings.partners
             for extra in plan_phases({r: 1 for r in newcomers}, partners):
                 for added in extra:
                     _add_region(conn, row.id, added, len(phases))
@@ -877,7 +877,7 @@ class Orchestrator:
                 )
             }
         phase = row.phase
-        partners = paired(parse_pairs(settings.pairs))
+        partners = settings.partners
         remaining = 0
         finished: set[str] = set()
         for region_name, region in sorted(regions.items(), key=lambda kv: (kv[1].phase, kv[0])):
@@ -952,7 +952,7 @@ class Orchestrator:
         settings: Settings,
         windows: _WindowCache,
         flight: _InFlight,
-        partners: dict[str, frozenset[str]],
+        partners: Mapping[str, frozenset[str]],
     ) -> _RegionOutcome:
         """Advance one region's ring and dispatch its next batch, if it may have one."""
         # the machines that lack the release and have no install of it running or done
@@ -1340,7 +1340,7 @@ class _InFlight:
 
 
 def _blocked(
-    region: str, rollout: int, flight: _InFlight, partners: dict[str, frozenset[str]]
+    region: str, rollout: int, flight: _InFlight, partners: Mapping[str, frozenset[str]]
 ) -> bool:
     """Whether a batch is in flight in ``region`` (any rollout's) or in a paired region."""
     if region in flight.region_open:

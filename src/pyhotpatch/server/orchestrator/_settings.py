@@ -9,13 +9,16 @@ already under way.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import timedelta
+from functools import cache, lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import Connection, select
 
-from pyhotpatch.server.orchestrator._regions import AZURE_PAIRS, parse_pairs
+from pyhotpatch.server.orchestrator._regions import AZURE_PAIRS, paired, parse_pairs
 from pyhotpatch.server.orchestrator._windows import DEFAULT_WINDOW, Window
 from pyhotpatch.storage._tables import settings as settings_table
 
@@ -92,6 +95,11 @@ class Settings:
         return Window.parse(self.window)
 
     @property
+    def partners(self) -> Mapping[str, frozenset[str]]:
+        """Each region -> the regions it never shares a phase with, from ``pairs``."""
+        return _partners(self.pairs)
+
+    @property
     def soak(self) -> timedelta:
         """The DevTest soak time."""
         return timedelta(hours=self.soak_hours)
@@ -132,6 +140,16 @@ class Settings:
         """
         if not isinstance(body, dict):
             raise ValueError("the orchestrator settings are a JSON object")
+        if base is None and cls is Settings:
+            # every pass reads the fleet's and each rollout's copy: the same few values
+            try:
+                return _stored(tuple(sorted((k, type(v).__name__, v) for k, v in body.items())))
+            except TypeError:  # a value that cannot be a key (a list, say) is refused below
+                pass
+        return cls._parse(body, base)
+
+    @classmethod
+    def _parse(cls, body: dict[str, Any], base: Settings | None) -> Settings:
         known = {_camel(f.name): f for f in fields(cls)}
         changes: dict[str, Any] = {}
         for key, value in body.items():
@@ -149,6 +167,17 @@ class Settings:
                 raise ValueError(f"{key} must be a whole number")
             changes[found.name] = int(value) if kind == "int" else value
         return replace(base or cls(), **changes)
+
+
+@lru_cache(maxsize=64)
+def _stored(items: tuple[tuple[str, str, Any], ...]) -> Settings:
+    # the type's name is in the key so that 10 and 10.0 stay what they were
+    return Settings._parse({key: value for key, _, value in items}, None)
+
+
+@cache
+def _partners(pairs: str) -> Mapping[str, frozenset[str]]:
+    return MappingProxyType(paired(parse_pairs(pairs)))
 
 
 def _camel(name: str) -> str:
