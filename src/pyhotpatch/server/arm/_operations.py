@@ -653,6 +653,7 @@ _LATEST_INSTALLATION = (
     .values(installation=bindparam("latest"))
 )
 _HISTORY = insert(patch_history)
+_STARTED = select(operations.c.started).where(operations.c.id == bindparam("key"))
 _END_OPERATION = (
     update(operations)
     .where(operations.c.id == bindparam("key"), operations.c.status == IN_PROGRESS)
@@ -714,9 +715,8 @@ def _end_operation(
 
 def _started(conn: Connection, item: _queue.WorkItem) -> datetime:
     if item.operation is not None:
-        row = _operation_row(conn, item.operation)
-        if row is not None:
-            started: datetime = row.started
+        started: datetime | None = conn.execute(_STARTED, {"key": item.operation}).scalar()
+        if started is not None:
             return started
     return item.created
 
