@@ -190,12 +190,12 @@ class SimulatedAgents:
         """Heartbeats of every running machine; reports of those whose state ``changed``.
 
         Agents beat about every minute, and the orchestrator only asks whether a machine
-        beat within its running window when a pass runs, which is right after this. So the
-        fleet is written only once its last write would be ``BEAT_EVERY`` old, short of the
-        window; a machine switched back on beats at once.
+        beat within its running window when a pass runs, which is right after this, at the
+        same ``now``. So the fleet is written only when its last write would no longer
+        count as running at this pass; a machine switched back on beats at once.
         """
         previous = self.beaten
-        due = previous is None or now - previous >= BEAT_EVERY
+        due = previous is None or now - previous > RUNNING_WINDOW
         if not (due or changed or self.back):
             return
         with self.engine.begin() as conn:
@@ -454,9 +454,6 @@ class SimulatedAgents:
 
 #: agents' answers arrive on this grid, so that one pass handles many
 STEP = timedelta(minutes=5)
-#: how old the fleet's last heartbeat may be before it is written again: short of the
-#: running window, so every pass sees every machine that is on as running
-BEAT_EVERY = RUNNING_WINDOW - timedelta(minutes=1)
 
 
 def _step(moment: datetime) -> datetime:
