@@ -182,3 +182,17 @@ def test_settings_round_trip_and_refuse_nonsense() -> None:
     ):
         with pytest.raises(ValueError):
             Settings.from_json(bad)
+
+
+def test_stored_settings_are_parsed_once_and_keep_their_values_exactly() -> None:
+    stored = {"bakeMinutes": 10, "pairs": "eastus:westus"}
+    first = Settings.from_json(stored)
+    assert Settings.from_json(dict(stored)) is first
+    assert first.partners == {"eastus": frozenset({"westus"}), "westus": frozenset({"eastus"})}
+    assert isinstance(Settings.from_json({"bakeMinutes": 10.0}).to_json()["bakeMinutes"], float)
+    assert isinstance(Settings.from_json({"bakeMinutes": 10}).to_json()["bakeMinutes"], int)
+    for _ in range(2):  # a refusal is not remembered as a value
+        with pytest.raises(ValueError, match="between"):
+            Settings.from_json({"bakeMinutes": -1})
+    with pytest.raises(ValueError, match="must be a string"):
+        Settings.from_json({"pairs": ["eastus:westus"]})
