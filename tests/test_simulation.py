@@ -22,6 +22,7 @@ from pyhotpatch.server.orchestrator._regions import AZURE_PAIRS, paired
 from pyhotpatch.server.orchestrator._settings import Settings
 from pyhotpatch.server.orchestrator._windows import DEFAULT_WINDOW, Window, is_open, zone
 from pyhotpatch.simulation._engine import Options, Outcome, simulate
+from pyhotpatch.simulation._report import render_times
 
 SOAK = Settings().soak
 
@@ -205,6 +206,23 @@ def test_hotpatch_machines_restart_only_for_baselines() -> None:
     assert len(restarts) < len(ends) / 2, "most installs were hotpatches, with no restart"
 
 
+def test_the_run_says_where_its_time_went() -> None:
+    outcome, events = run(machines=80, regions=3, days=40, seed=5)
+    steps, own = outcome.orchestrator_times, outcome.simulation_times
+    assert steps.counts["passes"] == outcome.passes
+    assert steps.counts["batches started"] == sum(r["batches"] for r in outcome.rollouts) > 0
+    started = [e for e in events if e["trigger"] == "auto" and e["event"] == "start"]
+    assert steps.counts["installs started"] == len(started)
+    assert steps.counts["region looks"] >= steps.counts["batches started"]
+    assert {"dispatch", "assess", "settle", "judge", "commit"} <= set(steps.seconds)
+    assert {"agents' heartbeats", "agents' answers"} <= set(own.seconds)
+    spent = sum(steps.seconds.values()) + sum(own.seconds.values())
+    assert 0 < spent <= outcome.wall_seconds
+    text = render_times(steps, own, outcome.wall_seconds)
+    assert "orchestrator: dispatch" in text and "simulation: agents' answers" in text
+    assert f"{outcome.passes:,} passes" in text
+
+
 def test_the_command_writes_events_and_a_summary(tmp_path: Any) -> None:
     from pyhotpatch.cli import app
 
@@ -251,6 +269,7 @@ def test_the_command_writes_events_and_a_summary(tmp_path: Any) -> None:
     }
     assert all(set(line) == fields for line in lines)
     assert "KB5099999" in result.output and "restart" in result.output.lower()
+    assert "Where the time went" in result.output
     assert plot.read_text().startswith("<svg")
 
 

@@ -52,7 +52,13 @@ def simulate_command(
     """
     # the simulator pulls in the whole control plane: import it only when it runs
     from pyhotpatch.simulation._engine import Options, simulate
-    from pyhotpatch.simulation._report import read_events, render_svg, render_text, summarize
+    from pyhotpatch.simulation._report import (
+        read_events,
+        render_svg,
+        render_text,
+        render_times,
+        summarize,
+    )
 
     bad = tuple(bad_release or ())
     for kb in bad:
@@ -96,6 +102,10 @@ def simulate_command(
     typer.echo(
         f"{outcome.events} events written to {events}; {outcome.passes} orchestrator "
         f"passes in {outcome.wall_seconds:.1f} s"
+    )
+    typer.echo(
+        render_times(outcome.orchestrator_times, outcome.simulation_times, outcome.wall_seconds),
+        nl=False,
     )
     if plot is not None:
         plot.write_text(render_svg(summary), encoding="utf-8")

@@ -42,6 +42,7 @@ from pyhotpatch.server.arm._operations import ASSESS, INSTALL, REVERT, UPGRADE, 
 from pyhotpatch.server.arm._vm_model import RUNNING_WINDOW
 from pyhotpatch.server.orchestrator._orchestrator import Orchestrator, install_event
 from pyhotpatch.server.orchestrator._settings import Settings, save
+from pyhotpatch.server.orchestrator._timing import StepTimes
 from pyhotpatch.simulation._report import ReleaseFacts
 from pyhotpatch.simulation._world import PRODUCT, SimMachine, SimRelease, fleet, releases
 from pyhotpatch.storage._tables import (
@@ -105,6 +106,9 @@ class Outcome:
     world: list[SimMachine]
     #: each release's targets when it was published: the machines that should get it
     targets: dict[str, list[str]]
+    #: where the wall time went: the orchestrator's steps, and the simulation's own
+    orchestrator_times: StepTimes = field(default_factory=StepTimes)
+    simulation_times: StepTimes = field(default_factory=StepTimes)
 
 
 @dataclass
@@ -566,6 +570,7 @@ def _run(
     began: float,
     progress: Callable[[datetime], None] | None,
 ) -> Outcome:
+    times = StepTimes()
     start = options.start
     end = start + timedelta(days=options.days)
     clock = ManualClock(start - timedelta(days=100))
@@ -679,8 +684,10 @@ def _run(
     next_operator = start + timedelta(days=7)
     passes = 0
     last_progress = start
+    times.lap("setting up the database and fleet")
     while clock() < end:
         now = clock()
+        times.start()
         while upcoming and upcoming[0].published <= now:
             release = upcoming.pop(0)
             _publish(engine, release, now)
@@ -689,14 +696,20 @@ def _run(
         while switches and switches[-1][0] <= now:
             _, key, on = switches.pop()
             agents.switch(key, on)
+        times.lap("publishing releases")
         agents.beat(now)
+        times.lap("agents' heartbeats")
         agents.finish(now)
+        times.lap("agents' answers")
         wake = orchestrator.tick()
         passes += 1
+        times.start()
         agents.lease(now)
+        times.lap("agents' leases")
         if now >= next_operator:
             agents.install_now(now)
             next_operator = now + timedelta(days=7)
+            times.lap("operators' installs")
         moments = [wake, next_operator, end]
         if upcoming:
             moments.append(upcoming[0].published)
@@ -741,6 +754,8 @@ def _run(
         rollouts=summary,
         world=world,
         targets=targets,
+        orchestrator_times=orchestrator.times,
+        simulation_times=times,
     )
 
 

@@ -24,12 +24,16 @@ from __future__ import annotations
 import json
 import math
 import re
+import textwrap
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from itertools import accumulate
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the report stays free of the control plane
+    from pyhotpatch.server.orchestrator._timing import StepTimes
 
 DAY = timedelta(days=1)
 KINDS = ("hotpatch", "planned-baseline", "unplanned-baseline")  # the order figures list them in
@@ -519,6 +523,35 @@ def render_text(summary: Summary, *, width: int = 100) -> str:
                 counts = f"{curve.last}/{curve.targets}".rjust(suffix_width)
                 share = _percent(curve.fraction(len(curve.have) - 1)).rjust(4)
                 lines.append(f"{name}  {_sparkline(curve, columns)}  {counts} {share}")
+    return "\n".join(_clip(line, width) for line in lines) + "\n"
+
+
+def render_times(
+    orchestrator: StepTimes, simulation: StepTimes, wall_seconds: float, *, width: int = 100
+) -> str:
+    """Where a run's wall time went, biggest part first, and what the orchestrator did.
+
+    The simulated agents' own parts are named as such: they stand in for a fleet's agents
+    and would not run on a control plane.
+    """
+    parts = [("orchestrator: " + step, spent) for step, spent in orchestrator.seconds.items()]
+    parts += [("simulation: " + step, spent) for step, spent in simulation.seconds.items()]
+    rows = [
+        [name, f"{spent:,.1f} s", _percent(spent / wall_seconds if wall_seconds else 0.0)]
+        for name, spent in sorted(parts, key=lambda part: -part[1])
+    ]
+    lines = [f"Where the time went ({wall_seconds:,.1f} s in all):"]
+    if rows:
+        lines += ["  " + line for line in _table(rows, {1, 2}, width - 2)]
+    did = orchestrator.counts
+    if did:
+        counted = ", ".join(f"{did[name]:,} {name}" for name in sorted(did, key=lambda n: -did[n]))
+        lines += textwrap.wrap(
+            f"The orchestrator counted {counted}.",
+            width,
+            initial_indent="  ",
+            subsequent_indent="  ",
+        )
     return "\n".join(_clip(line, width) for line in lines) + "\n"
 
 

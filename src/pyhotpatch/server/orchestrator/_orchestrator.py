@@ -78,6 +78,7 @@ from pyhotpatch.server.orchestrator._rules import (
     INSTALL as INSTALL_ENTITY,
 )
 from pyhotpatch.server.orchestrator._settings import Settings, load
+from pyhotpatch.server.orchestrator._timing import StepTimes
 from pyhotpatch.server.orchestrator._windows import Window, closes_at, next_opening, zone
 from pyhotpatch.storage import serialized
 from pyhotpatch.storage._tables import (
@@ -298,6 +299,8 @@ class Orchestrator:
         self._regions_checked: dict[int, datetime] = {}
         #: enrolled machines per subscription, and the state of the fleet they were counted in
         self._sizes: tuple[tuple[Any, ...], dict[str, int]] | None = None
+        #: seconds spent in each step of every pass so far, and what the steps did
+        self.times = StepTimes()
 
     # --- the pass ----------------------------------------------------------------------------
 
@@ -305,23 +308,35 @@ class Orchestrator:
         """Run one pass of every step; when the orchestrator next has something to do.
 
         The pass is one transaction under the ``orchestrator`` lock: it sees one state of
-        the world and leaves the next one whole.
+        the world and leaves the next one whole. ``times`` says where its time went.
         """
         now = self.clock()
         wake = [now + self.idle]
         self._counts.clear()
+        times = self.times
+        times.start()
         with self.engine.begin() as conn:
             serialized(conn, LOCK)
             settings = load(conn)
             found = Releases.read(conn)
+            times.lap("read settings and releases")
             self._settle(conn, now, settings)
+            times.lap("settle")
             wake.extend(self._judge(conn, now))
+            times.lap("judge")
             self._open(conn, now, settings, found)
             self._revert(conn, now)
+            times.lap("open and revert")
             wake.extend(self._rollouts(conn, now, found, settings))
+            times.lap("dispatch")
             self._upgrades(conn, now, settings)
+            times.lap("upgrades")
             wake.extend(self._assess(conn, now, settings, found))
+            times.lap("assess")
             self._prune(conn, now)
+            times.lap("prune")
+        times.lap("commit")
+        times.count("passes")
         return max(min(wake), now)
 
     def _emit(
@@ -897,6 +912,7 @@ class Orchestrator:
                 remaining += known  # woken when the batch in its way is judged
                 continue
             self._region_wake.pop(key, None)
+            self.times.count("region looks")
             outcome = self._region(
                 conn, now, row, region, release, found, settings, windows, flight, partners
             )
@@ -1179,6 +1195,8 @@ class Orchestrator:
                 healthy=machine.health != "Unhealthy",
             )
         flight.region_open[region.region] = batch
+        self.times.count("batches started")
+        self.times.count("installs started", len(chosen))
 
     # --- 5. upgrades, assessments, pruning -----------------------------------------------------
 
@@ -1233,7 +1251,8 @@ class Orchestrator:
         if self._assessed is not None and now < self._assessed + cycle:
             return [self._assessed + cycle]
         self._assessed = now
-        run_cycle(conn, now, settings, found)
+        self.times.count("assessment cycles")
+        self.times.count("machines assessed", run_cycle(conn, now, settings, found))
         return [now + cycle]
 
     def _prune(self, conn: Connection, now: datetime) -> None:
