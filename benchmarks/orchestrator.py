@@ -221,6 +221,7 @@ def run(quick: bool) -> Report:
             "avoided",
         ],
     )
+    tables_after: list[Table] = []
     for machines_, regions, days in runs:
         events: list[dict[str, object]] = []
         outcome = simulate(
@@ -247,6 +248,20 @@ def run(quick: bool) -> Report:
             ]
         )
         report.data[f"sim_{machines_}_{days}"] = round(outcome.wall_seconds, 1)
+        parts = {
+            **{f"orchestrator: {k}": v for k, v in outcome.orchestrator_times.seconds.items()},
+            **{f"simulation: {k}": v for k, v in outcome.simulation_times.seconds.items()},
+        }
+        where = Table(
+            f"where the time of {machines_:,} machines over {days} days went",
+            ["part", "wall", "share"],
+        )
+        for name, spent in sorted(parts.items(), key=lambda part: -part[1]):
+            where.rows.append(
+                [name, f"{spent:.1f} s", f"{100 * spent / outcome.wall_seconds:.0f} %"]
+            )
+        tables_after.append(where)
+        report.data[f"sim_{machines_}_{days}_parts"] = {k: round(v, 2) for k, v in parts.items()}
         if (machines_, days) == (10_000, 365):
             report.targets.append(
                 Target(
@@ -257,4 +272,5 @@ def run(quick: bool) -> Report:
                 )
             )
     report.tables.append(sims)
+    report.tables.extend(tables_after)
     return report
