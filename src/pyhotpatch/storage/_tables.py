@@ -381,7 +381,7 @@ rollout_installs = Table(
     metadata,
     Column("rollout", Integer, primary_key=True),
     Column("machine", String(600), primary_key=True, index=True),
-    Column("batch", Integer, nullable=True),
+    Column("batch", Integer, nullable=True, index=True),
     Column("state", String(16), nullable=False, index=True),
     Column("kind", String(16), nullable=False),  # hotpatch | baseline | restart
     Column("attempts", Integer, nullable=False),
