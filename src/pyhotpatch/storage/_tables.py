@@ -262,7 +262,7 @@ operations = Table(
     Column("output", JSON, nullable=True),
     Column("error", JSON, nullable=True),
     Column("started", UTCDateTime, nullable=False),
-    Column("ended", UTCDateTime, nullable=True),
+    Column("ended", UTCDateTime, nullable=True, index=True),
     Column("principal", String(36), nullable=True),
 )
 
@@ -275,13 +275,15 @@ work_items = Table(
     Column("operation", String(36), nullable=True, index=True),
     Column("kind", String(32), nullable=False),
     Column("payload", JSON, nullable=False),
-    Column("state", String(16), nullable=False, index=True),  # queued | leased | done | failed
+    Column("state", String(16), nullable=False),  # queued | leased | done | failed
     Column("lease_until", UTCDateTime, nullable=True),
     Column("attempts", Integer, nullable=False),
     Column("created", UTCDateTime, nullable=False),
     Column("updated", UTCDateTime, nullable=False),
     Column("result", JSON, nullable=True),
     Column("trigger", String(16), nullable=True),  # auto (the orchestrator) | on-demand
+    # the work in a state, and (for pruning) finished work by age
+    Index("ix_agent_work_state_updated", "state", "updated"),
 )
 
 #: every assessment and installation a machine ran, kept for the 30-day history
