@@ -615,6 +615,30 @@ def test_heartbeats_are_written_in_shared_transactions(database_url: str) -> Non
                 ).scalar_one()
                 == clock()
             )
+        # a batch mixing machines heard from before, one never heard from, and a stranger
+        with engine.begin() as conn:
+            conn.execute(
+                insert(machines).values(
+                    resource_id="m30",
+                    subscription=SUB,
+                    enrolled=clock(),
+                    agent_version=None,
+                    health={},
+                    reported={},
+                )
+            )
+        clock.advance(timedelta(minutes=1))
+        mixed = {key: writer.submit(key, {}) for key in ("m1", "m2", "m30", "m31")}
+        answered = {key: future.result(timeout=30) for key, future in mixed.items()}
+        assert answered["m31"] is None and all(answered[k] is not None for k in ("m1", "m2", "m30"))
+        with engine.connect() as conn:
+            seen = dict(conn.execute(select(presence.c.resource_id, presence.c.last_seen)).all())
+        assert {key: seen.get(key) for key in ("m1", "m2", "m30", "m31")} == {
+            "m1": clock(),
+            "m2": clock(),
+            "m30": clock(),
+            "m31": None,
+        }
     finally:
         engine.dispose()
 

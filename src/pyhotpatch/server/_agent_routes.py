@@ -257,6 +257,7 @@ def _heard(conn: Connection, keys: Sequence[str], now: datetime) -> set[str]:
     An enrolled machine has a presence row once it has been heard from, so one statement
     usually both writes the heartbeats and says which machines are enrolled.
     """
+    written: set[str] = set()
     if conn.dialect.update_returning:
         written = set(
             conn.execute(
@@ -266,15 +267,16 @@ def _heard(conn: Connection, keys: Sequence[str], now: datetime) -> set[str]:
                 .returning(presence.c.resource_id)
             ).scalars()
         )
-        if len(written) == len(keys):
-            return written
+    rest = [key for key in keys if key not in written]
+    if not rest:
+        return written
     known = set(
         conn.execute(
-            select(machines.c.resource_id).where(machines.c.resource_id.in_(keys))
+            select(machines.c.resource_id).where(machines.c.resource_id.in_(rest))
         ).scalars()
     )
     seen(conn, sorted(known), now)
-    return known
+    return written | known
 
 
 def seen(conn: Connection, keys: Sequence[str], now: datetime) -> None:
