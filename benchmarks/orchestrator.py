@@ -33,7 +33,7 @@ from pyhotpatch.catalog import Catalog
 from pyhotpatch.clock import ManualClock
 from pyhotpatch.server.orchestrator._orchestrator import Orchestrator
 from pyhotpatch.simulation._engine import Options, simulate
-from pyhotpatch.simulation._report import summarize
+from pyhotpatch.simulation._report import summarize, time_parts
 from pyhotpatch.simulation._world import REGIONS
 from pyhotpatch.storage._tables import fleet_machines, machines, presence, releases, rollouts
 
@@ -248,20 +248,17 @@ def run(quick: bool) -> Report:
             ]
         )
         report.data[f"sim_{machines_}_{days}"] = round(outcome.wall_seconds, 1)
-        parts = {
-            **{f"orchestrator: {k}": v for k, v in outcome.orchestrator_times.seconds.items()},
-            **{f"simulation: {k}": v for k, v in outcome.simulation_times.seconds.items()},
-        }
+        parts = time_parts(outcome.orchestrator_times, outcome.simulation_times)
         where = Table(
             f"where the time of {machines_:,} machines over {days} days went",
             ["part", "wall", "share"],
         )
-        for name, spent in sorted(parts.items(), key=lambda part: -part[1]):
+        for name, spent in parts:
             where.rows.append(
                 [name, f"{spent:.1f} s", f"{100 * spent / outcome.wall_seconds:.0f} %"]
             )
         tables_after.append(where)
-        report.data[f"sim_{machines_}_{days}_parts"] = {k: round(v, 2) for k, v in parts.items()}
+        report.data[f"sim_{machines_}_{days}_parts"] = {k: round(v, 2) for k, v in parts}
         if (machines_, days) == (10_000, 365):
             report.targets.append(
                 Target(

@@ -526,19 +526,24 @@ def render_text(summary: Summary, *, width: int = 100) -> str:
     return "\n".join(_clip(line, width) for line in lines) + "\n"
 
 
-def render_times(
-    orchestrator: StepTimes, simulation: StepTimes, wall_seconds: float, *, width: int = 100
-) -> str:
-    """Where a run's wall time went, biggest part first, and what the orchestrator did.
+def time_parts(orchestrator: StepTimes, simulation: StepTimes) -> list[tuple[str, float]]:
+    """Each part of a run and its wall seconds, biggest first.
 
     The simulated agents' own parts are named as such: they stand in for a fleet's agents
     and would not run on a control plane.
     """
     parts = [("orchestrator: " + step, spent) for step, spent in orchestrator.seconds.items()]
     parts += [("simulation: " + step, spent) for step, spent in simulation.seconds.items()]
+    return sorted(parts, key=lambda part: -part[1])
+
+
+def render_times(
+    orchestrator: StepTimes, simulation: StepTimes, wall_seconds: float, *, width: int = 100
+) -> str:
+    """Where a run's wall time went (``time_parts``), and what the orchestrator did."""
     rows = [
         [name, f"{spent:,.1f} s", _percent(spent / wall_seconds if wall_seconds else 0.0)]
-        for name, spent in sorted(parts, key=lambda part: -part[1])
+        for name, spent in time_parts(orchestrator, simulation)
     ]
     lines = [f"Where the time went ({wall_seconds:,.1f} s in all):"]
     if rows:
