@@ -107,18 +107,30 @@ def check_rules(outcome: Outcome, events: list[dict[str, Any]]) -> None:
                     f"{release}: paired regions {region} and {partners[region] & regions}"
                 )
     # DevTest first: a region's first Production install waits for a DevTest one to soak
-    # (releases published before the simulated period rolled out before it)
-    fresh = {r.kb for r in outcome.releases if r.published >= outcome.start}
+    # (releases published before the simulated period rolled out before it). The ring is
+    # over once every running DevTest target had its try, so a DevTest machine that was
+    # switched off meanwhile may get the release after Production did.
+    published = {r.kb: r.published for r in outcome.releases if r.published >= outcome.start}
     first: dict[tuple[str, str, str], datetime] = {}
     for begun, _, e in spans:
-        if e["release"] not in fresh:
+        if e["release"] not in published:
             continue
         key = (e["release"], e["region"], e["environment"])
         first[key] = min(first.get(key, begun), begun)
     for (release, region, env), when in first.items():
         devtest = first.get((release, region, "DevTest"))
-        if env == "Production" and devtest is not None:
+        if env != "Production" or devtest is None:
+            continue
+        if devtest < when:
             assert when >= devtest + SOAK, (release, region, when, devtest)
+            continue
+        for _, _, e in spans:
+            if (e["release"], e["region"], e["environment"]) == (release, region, "DevTest"):
+                off = machines[e["machine"]].off
+                assert any(a < when and b > published[release] for a, b in off), (
+                    f"{release} in {region}: Production at {when} before {e['machine']}, "
+                    "a DevTest machine that was running all along"
+                )
 
 
 def check_thirty_days(outcome: Outcome, events: list[dict[str, Any]]) -> None:
