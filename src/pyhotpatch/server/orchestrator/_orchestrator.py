@@ -32,7 +32,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 
 from pyhotpatch.catalog._selection import kb_digits
 from pyhotpatch.clock import Clock
@@ -830,13 +841,10 @@ class Orchestrator:
             release = found.get(row.release)
             if release is None or release.superseded_by or release.halted:
                 continue
-            settled = select(rollout_installs.c.machine).where(
-                rollout_installs.c.rollout == row.id, rollout_installs.c.state != FAILED
-            )
             remaining = sum(
                 1
                 for machine in _fleet.enrolled(
-                    conn, where=[*found.candidates(release), fleet_machines.c.id.not_in(settled)]
+                    conn, where=[*found.candidates(release), _unsettled(row.id)]
                 )
                 if found.needs(release, machine) is not None
             )
@@ -972,14 +980,9 @@ class Orchestrator:
     ) -> _RegionOutcome:
         """Advance one region's ring and dispatch its next batch, if it may have one."""
         # the machines that lack the release and have no install of it running or done
-        settled = select(rollout_installs.c.machine).where(
-            rollout_installs.c.rollout == rollout.id, rollout_installs.c.state != FAILED
-        )
         pending: list[tuple[Machine, str]] = []
         for machine in _fleet.enrolled(
-            conn,
-            region=region.region,
-            where=[*found.candidates(release), fleet_machines.c.id.not_in(settled)],
+            conn, region=region.region, where=[*found.candidates(release), _unsettled(rollout.id)]
         ):
             kind = found.needs(release, machine)
             if kind is not None:
@@ -1366,6 +1369,19 @@ def _blocked(
         return True
     busy = flight.rollout_regions.get(rollout, set())
     return any(partner in busy for partner in partners.get(region, ()))
+
+
+def _unsettled(rollout: int) -> ColumnElement[bool]:
+    """Machines with no install of ``rollout`` running or done (a failed one may retry).
+
+    A correlated ``NOT EXISTS`` is one primary-key probe per machine read, where ``NOT IN``
+    would collect every install of the rollout, across all regions, on every look.
+    """
+    return ~exists().where(
+        rollout_installs.c.rollout == rollout,
+        rollout_installs.c.machine == fleet_machines.c.id,
+        rollout_installs.c.state != FAILED,
+    )
 
 
 def _stale(conn: Connection, now: datetime) -> set[str]:
