@@ -1056,6 +1056,7 @@ class Orchestrator:
         later: list[datetime] = []
         away: list[str] = []
         min_window, phase_open = settings.min_window, region.phase <= rollout.phase
+        soaking = soak_until is not None and now < soak_until
         for machine, kind in pending:
             current = installs.get(machine.id)
             facts = Facts(
@@ -1076,12 +1077,16 @@ class Orchestrator:
                 eligible.append(machine)
                 kinds[machine.id] = kind
                 continue
-            closing, opening = windows.lookup(machine)
-            later.append(opening)
+            # its next chance: its window opens, after its retry, and for Production after
+            # the soak (looking at its opening before would find it refused again)
+            closing, chance = windows.lookup(machine)
+            if current is not None and current.retry_after is not None:
+                chance = max(chance, current.retry_after)
+            if soaking and machine.environment == PRODUCTION:
+                chance = max(chance, soak_until)
+            later.append(chance)
             if closing is not None and not machine.running(now):
                 away.append(machine.id)  # back within its window: patch it then
-            if current is not None and current.retry_after is not None:
-                later.append(max(current.retry_after, opening))
         if not eligible:
             if not done and soak_until is not None:
                 later.append(soak_until)  # the region may be done once the soak is over
