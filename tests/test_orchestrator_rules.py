@@ -9,6 +9,7 @@ import pytest
 
 from fleet_fixtures import NOW, machine
 from pyhotpatch.server.orchestrator import _rules
+from pyhotpatch.server.orchestrator._orchestrator import next_chance
 from pyhotpatch.server.orchestrator._rules import (
     ACTIVE,
     BAKING,
@@ -35,6 +36,7 @@ from pyhotpatch.server.orchestrator._rules import (
 from pyhotpatch.server.orchestrator._settings import Settings
 
 MACHINE = machine(zone="1")
+_MINUTE = timedelta(minutes=1)
 GOOD = Facts(
     now=NOW,
     machine=MACHINE,
@@ -86,6 +88,19 @@ def test_a_failed_install_waits_for_the_next_window() -> None:
     waiting = replace(GOOD, retry_after=NOW + timedelta(hours=20))
     assert any("next window" in r for r in start(waiting, FAILED))
     assert start(replace(waiting, retry_after=NOW), FAILED) == []
+
+
+def test_a_refused_machine_is_looked_at_again_when_the_rules_may_admit_it() -> None:
+    opening, soak = NOW + timedelta(hours=3), NOW + timedelta(hours=5)
+    production, devtest = MACHINE, replace(MACHINE, environment=DEVTEST)
+    assert next_chance(devtest, opening, None, soak) == opening
+    assert next_chance(production, opening, None, soak) == soak  # still soaking at its opening
+    assert next_chance(production, opening, None, NOW - timedelta(hours=1)) == opening
+    retry = opening + timedelta(hours=1)
+    assert next_chance(devtest, opening, retry, None) == retry
+    # the soak rule admits Production from the soak's end on, as the chance assumes
+    assert any("still soaking" in r for r in start(replace(GOOD, soak_until=NOW + _MINUTE)))
+    assert start(replace(GOOD, soak_until=NOW)) == []
 
 
 def test_rollouts_open_for_critical_and_security_only() -> None:

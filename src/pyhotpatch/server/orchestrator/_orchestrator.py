@@ -1056,7 +1056,6 @@ class Orchestrator:
         later: list[datetime] = []
         away: list[str] = []
         min_window, phase_open = settings.min_window, region.phase <= rollout.phase
-        soaking = soak_until is not None and now < soak_until
         for machine, kind in pending:
             current = installs.get(machine.id)
             facts = Facts(
@@ -1077,14 +1076,9 @@ class Orchestrator:
                 eligible.append(machine)
                 kinds[machine.id] = kind
                 continue
-            # its next chance: its window opens, after its retry, and for Production after
-            # the soak (looking at its opening before would find it refused again)
-            closing, chance = windows.lookup(machine)
-            if current is not None and current.retry_after is not None:
-                chance = max(chance, current.retry_after)
-            if soaking and machine.environment == PRODUCTION:
-                chance = max(chance, soak_until)
-            later.append(chance)
+            closing, opening = windows.lookup(machine)
+            retry = current.retry_after if current is not None else None
+            later.append(next_chance(machine, opening, retry, soak_until))
             if closing is not None and not machine.running(now):
                 away.append(machine.id)  # back within its window: patch it then
         if not eligible:
@@ -1374,6 +1368,23 @@ def _blocked(
         return True
     busy = flight.rollout_regions.get(rollout, set())
     return any(partner in busy for partner in partners.get(region, ()))
+
+
+def next_chance(
+    machine: Machine, opening: datetime, retry_after: datetime | None, soak_until: datetime | None
+) -> datetime:
+    """When a machine the install rules refused may next be admitted.
+
+    Its window's next ``opening``, but no earlier than the retry of a failed install
+    (``retry_after``) and, for Production, than the end of its region's soak: a look
+    before then would find it refused again.
+    """
+    chance = opening
+    if retry_after is not None:
+        chance = max(chance, retry_after)
+    if machine.environment == PRODUCTION and soak_until is not None:
+        chance = max(chance, soak_until)
+    return chance
 
 
 def _unsettled(rollout: int) -> ColumnElement[bool]:
