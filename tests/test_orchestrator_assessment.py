@@ -66,7 +66,7 @@ def test_a_cycle_assesses_running_machines_due_and_says_which_await_a_restart(
             found = {
                 row.resource_id.rsplit("/", 1)[-1]: row for row in conn.execute(select(machines))
             }
-            history = conn.execute(select(patch_history.c.machine)).scalars().all()
+            history = conn.execute(select(patch_history)).all()
         pending = {
             name: row.assessment["rebootPending"] for name, row in found.items() if row.assessment
         }
@@ -76,6 +76,11 @@ def test_a_cycle_assesses_running_machines_due_and_says_which_await_a_restart(
         assert found["deleted"].assessment is None  # not assessed: looked at again in a day
         assert found["deleted"].next_assessment == NOW + timedelta(days=1)
         assert len(history) == 3
+        for entry in history:  # the history holds what the machine shows, written at once
+            shown = found[entry.machine.rsplit("/", 1)[-1]].assessment
+            assert (entry.kind, entry.status, entry.operation) == ("assessment", "Succeeded", None)
+            assert entry.started == entry.ended == NOW
+            assert {**entry.result, "lastModifiedTime": shown["lastModifiedTime"]} == shown
         with engine.begin() as conn:  # nobody is due any more
             assert run_cycle(conn, NOW, Settings(), Releases.read(conn)) == 0
     finally:

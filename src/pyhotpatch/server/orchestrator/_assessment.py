@@ -5,8 +5,10 @@ and the catalog says what has been published for that line, so the control plane
 what a machine lacks without asking it. An assessment cycle (every
 ``assess_cycle_minutes``) takes the running machines whose next assessment is due,
 computes each one's ``VirtualMachineAssessPatchesResult`` (in the shape an agent's answer
-is normalised to), and records it as the machine's latest assessment and in its history, a
-page of machines per statement. A machine that was off is due when it comes back, so it is
+is normalised to), and records it as the machine's latest assessment and in its history.
+Machines that run the same thing (product, baseline, hotpatch, OS, reboot pending) lack the
+same releases, so a cycle computes one result per such group and writes it with one
+statement of each kind: the group is one assessment activity and shares its id. A machine that was off is due when it comes back, so it is
 assessed at the first cycle after. ``assessPatches`` (an operator's Assess now) still asks
 the agent itself.
 """
@@ -17,13 +19,19 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, or_, select, update
+from sqlalchemy import JSON, Connection, insert, literal, null, or_, select, update
 
 from pyhotpatch.server.arm._operations import ASSESS, normalize_result
 from pyhotpatch.server.orchestrator import _fleet
 from pyhotpatch.server.orchestrator._releases import Releases
 from pyhotpatch.server.orchestrator._settings import Settings
-from pyhotpatch.storage._tables import fleet_machines, machines, patch_history, presence
+from pyhotpatch.storage._tables import (
+    UTCDateTime,
+    fleet_machines,
+    machines,
+    patch_history,
+    presence,
+)
 
 #: machines assessed per statement
 PAGE = 2000
@@ -57,37 +65,6 @@ def assessment(
     return normalize_result(ASSESS, output, windows=machine.os_type != "Linux", started=now)
 
 
-class _Assessor:
-    """Assessments of one cycle: machines that run the same thing get the same patches."""
-
-    def __init__(self, found: Releases, now: datetime) -> None:
-        self.found = found
-        self.now = now
-        self.known: dict[tuple[Any, ...], dict[str, Any]] = {}
-
-    def __call__(self, machine: _fleet.Machine, reboot_pending: bool) -> dict[str, Any]:
-        """``assessment`` of ``machine``, with its own activity id."""
-        key = (
-            machine.product,
-            machine.baseline,
-            machine.active_hotpatch,
-            machine.os_type,
-            reboot_pending,
-        )
-        template = self.known.get(key)
-        if template is None:
-            template = assessment(self.found, machine, self.now, reboot_pending=reboot_pending)
-            self.known[key] = template
-        activity = str(uuid.uuid4())
-        return {
-            **template,
-            "assessmentActivityId": activity,
-            "availablePatches": [
-                {**patch, "activityId": activity} for patch in template["availablePatches"]
-            ],
-        }
-
-
 def run_cycle(conn: Connection, now: datetime, settings: Settings, found: Releases) -> int:
     """Assess every running machine that is due; how many were assessed."""
     due = [
@@ -106,7 +83,6 @@ def run_cycle(conn: Connection, now: datetime, settings: Settings, found: Releas
         .values(next_assessment=now + timedelta(days=1))
     )
     done = 0
-    assess = _Assessor(found, now)
     while True:
         # each page assessed is no longer due: the next query finds the rest
         page = list(_fleet.enrolled(conn, where=due, limit=PAGE))
@@ -121,36 +97,50 @@ def run_cycle(conn: Connection, now: datetime, settings: Settings, found: Releas
                 )
             ).scalars()
         )
-        updates, history = [], []
+        # machines that run the same thing lack the same releases: one result, and one
+        # statement of each kind, per group rather than per machine
+        groups: dict[tuple[Any, ...], list[_fleet.Machine]] = {}
         for machine in page:
-            result = assess(machine, machine.id in pending)
-            updates.append(
-                {
-                    "key": machine.id,
-                    "result": {**result, "lastModifiedTime": _iso(now)},
-                    "due": now + settings.assess_every(machine.assessment_mode),
-                }
+            key = (
+                machine.product,
+                machine.baseline,
+                machine.active_hotpatch,
+                machine.os_type,
+                machine.assessment_mode,
+                machine.id in pending,
             )
-            history.append(
-                {
-                    "machine": machine.id,
-                    "operation": None,
-                    "kind": "assessment",
-                    "started": now,
-                    "ended": now,
-                    "status": result["status"],
-                    "result": result,
-                }
+            groups.setdefault(key, []).append(machine)
+        for (*_, reboot_pending), group in groups.items():
+            result = assessment(found, group[0], now, reboot_pending=reboot_pending)
+            _record(
+                conn,
+                [m.id for m in group],
+                result,
+                now,
+                settings.assess_every(group[0].assessment_mode),
             )
-        conn.execute(_ASSESSED, updates)
-        conn.execute(insert(patch_history), history)
         done += len(page)
         if len(page) < PAGE:
             return done
 
 
-_ASSESSED = (
-    update(machines)
-    .where(machines.c.resource_id == bindparam("key"))
-    .values(assessment=bindparam("result"), next_assessment=bindparam("due"))
-)
+def _record(
+    conn: Connection, ids: list[str], result: dict[str, Any], now: datetime, every: timedelta
+) -> None:
+    """Store ``result`` as the latest assessment of the machines ``ids`` and in their history."""
+    conn.execute(
+        update(machines)
+        .where(machines.c.resource_id.in_(ids))
+        .values(assessment={**result, "lastModifiedTime": _iso(now)}, next_assessment=now + every)
+    )
+    entry = select(
+        machines.c.resource_id,
+        null(),
+        literal("assessment"),
+        literal(now, UTCDateTime),
+        literal(now, UTCDateTime),
+        literal(result["status"]),
+        literal(result, JSON),
+    ).where(machines.c.resource_id.in_(ids))
+    columns = ["machine", "operation", "kind", "started", "ended", "status", "result"]
+    conn.execute(insert(patch_history).from_select(columns, entry))
