@@ -233,6 +233,8 @@ machines = Table(
     Column("next_assessment", UTCDateTime, nullable=True, index=True),
     # a stack upgrade waits for a window
     Column("upgrade_requested", UTCDateTime, nullable=True, index=True),
+    # what each machine runs, read without its documents' pages (region looks join on it)
+    Index("ix_agent_machines_runs", "resource_id", "baseline", "hotpatch", "rejoin_after"),
 )
 
 #: when each enrolled machine's agent was last heard from. Every heartbeat writes it, every
@@ -393,6 +395,8 @@ rollout_installs = Table(
     Column("retry_after", UTCDateTime, nullable=True),
     Column("healthy", Boolean, nullable=True),
     Column("error", JSON, nullable=True),
+    # a rollout's installs in a state: counted when a batch is judged, failed ones retried
+    Index("ix_rollout_installs_rollout_state", "rollout", "state"),
 )
 
 #: what operators are told: halted rollouts, reverts that could not be queued
