@@ -516,6 +516,30 @@ def test_heartbeat_intervals_grow_with_load() -> None:
     assert last == 300
 
 
+def test_work_queued_together_gets_its_ids_in_the_order_given(database_url: str) -> None:
+    engine = open_database(database_url)
+    now = datetime(2026, 11, 10, tzinfo=timezone.utc)
+    names = [f"m{n:02d}" for n in (7, 3, 11, 1, 5)]  # not in any order the table keeps
+    try:
+        with engine.begin() as conn:
+            _queue.enqueue(conn, "earlier", "assessPatches", {}, now)
+            ids = _queue.enqueue_many(
+                conn,
+                "installPatches",
+                [(name, {"n": name}, f"op-{name}") for name in names],
+                now,
+                trigger="auto",
+            )
+            assert _queue.enqueue_many(conn, "installPatches", [], now) == []
+        with engine.connect() as conn:
+            items = [_queue.get(conn, key) for key in ids]
+        assert [(i.machine, i.payload, i.operation, i.trigger) for i in items if i] == [
+            (name, {"n": name}, f"op-{name}", "auto") for name in names
+        ]
+    finally:
+        engine.dispose()
+
+
 def test_the_queue_leases_renews_lapses_and_finishes(database_url: str) -> None:
     engine = open_database(database_url)
     now = datetime(2026, 11, 10, tzinfo=timezone.utc)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -114,6 +115,7 @@ def _item(row: Any) -> WorkItem:
 
 # statements run once per item, built once (a statement built per call costs more than it runs)
 _INSERT = insert(work_items)
+_INSERT_MANY = _INSERT.returning(work_items.c.id, sort_by_parameter_order=True)
 _FINISH = (
     update(work_items)
     .where(work_items.c.id == bindparam("key"), work_items.c.state.in_(ACTIVE))
@@ -137,25 +139,53 @@ def enqueue(
     trigger: str | None = None,
 ) -> int:
     """Queue work of ``kind`` for ``machine``; its id. ``trigger`` says who asked for it."""
-    result = conn.execute(
-        _INSERT,
-        {
-            "machine": machine.lower(),
-            "operation": operation,
-            "kind": kind,
-            "payload": payload,
-            "state": QUEUED,
-            "lease_until": None,
-            "attempts": 0,
-            "created": now,
-            "updated": now,
-            "result": None,
-            "trigger": trigger,
-        },
-    )
+    result = conn.execute(_INSERT, _queued(machine, kind, payload, now, operation, trigger))
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
+
+
+def enqueue_many(
+    conn: Connection,
+    kind: str,
+    items: Sequence[tuple[str, dict[str, Any], str | None]],
+    now: datetime,
+    *,
+    trigger: str | None = None,
+) -> list[int]:
+    """Queue work of ``kind`` for each ``(machine, payload, operation)``; their ids, in order.
+
+    One statement for them all: a batch of installs is queued as one write, not one per
+    machine.
+    """
+    if not items:
+        return []
+    rows = [_queued(m, kind, payload, now, op, trigger) for m, payload, op in items]
+    result = conn.execute(_INSERT_MANY, rows)
+    return [int(key) for key in result.scalars()]
+
+
+def _queued(
+    machine: str,
+    kind: str,
+    payload: dict[str, Any],
+    now: datetime,
+    operation: str | None,
+    trigger: str | None,
+) -> dict[str, Any]:
+    return {
+        "machine": machine.lower(),
+        "operation": operation,
+        "kind": kind,
+        "payload": payload,
+        "state": QUEUED,
+        "lease_until": None,
+        "attempts": 0,
+        "created": now,
+        "updated": now,
+        "result": None,
+        "trigger": trigger,
+    }
 
 
 def get(

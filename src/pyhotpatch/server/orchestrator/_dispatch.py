@@ -10,6 +10,7 @@ transaction.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,55 +42,57 @@ def duration_text(duration: timedelta) -> str:
     return f"PT{max(int(duration.total_seconds() // 60), 1)}M"
 
 
-def queue_install(
+def queue_installs(
     conn: Connection,
-    machine: Machine,
+    batch: Sequence[tuple[Machine, timedelta]],
     kb: str,
-    duration: timedelta,
     now: datetime,
     *,
     rollout: int,
-) -> int:
-    """Queue an automatic ``installPatches`` of exactly ``kb`` on ``machine``; the work item.
+) -> list[int]:
+    """Queue an automatic ``installPatches`` of exactly ``kb`` on each machine; the work items.
 
-    The install may run for ``duration`` (what is left of the machine's window) and restarts
-    the service only if the release needs it.
+    Each ``(machine, duration)`` may run for ``duration`` (what is left of the machine's
+    window) and restarts the service only if the release needs it. The batch's operations,
+    and then its work items, are written with one statement each.
     """
-    windows = {"classificationsToInclude": [], "kbNumbersToInclude": [kb]}
-    parameters: dict[str, Any] = {
-        "maximumDuration": duration_text(duration),
-        "rebootSetting": "IfRequired",
-        "windowsParameters": windows if machine.os_type != "Linux" else {},
-        "linuxParameters": windows if machine.os_type == "Linux" else {},
-    }
-    operation = str(uuid.uuid4())
-    conn.execute(
-        _OPERATION,
-        {
-            "id": operation,
-            "subscription": machine.subscription,
-            "location": machine.region,
-            "resource_id": machine.id,
-            "kind": INSTALL,
-            "status": IN_PROGRESS,
-            "request": {**parameters, "rollout": rollout},
-            "output": None,
-            "error": None,
-            "started": now,
-            "ended": None,
-            "principal": None,
-        },
-    )
-    payload = {
-        "osType": machine.os_type,
-        "deadline": _iso(now + duration + INSTALL_GRACE),
-        "parameters": parameters,
-        "maximumDuration": parameters["maximumDuration"],
-        "rollout": rollout,
-    }
-    return _queue.enqueue(
-        conn, machine.id, INSTALL, payload, now, operation=operation, trigger=AUTO
-    )
+    operations, work = [], []
+    for machine, duration in batch:
+        windows = {"classificationsToInclude": [], "kbNumbersToInclude": [kb]}
+        parameters: dict[str, Any] = {
+            "maximumDuration": duration_text(duration),
+            "rebootSetting": "IfRequired",
+            "windowsParameters": windows if machine.os_type != "Linux" else {},
+            "linuxParameters": windows if machine.os_type == "Linux" else {},
+        }
+        operation = str(uuid.uuid4())
+        operations.append(
+            {
+                "id": operation,
+                "subscription": machine.subscription,
+                "location": machine.region,
+                "resource_id": machine.id,
+                "kind": INSTALL,
+                "status": IN_PROGRESS,
+                "request": {**parameters, "rollout": rollout},
+                "output": None,
+                "error": None,
+                "started": now,
+                "ended": None,
+                "principal": None,
+            }
+        )
+        payload = {
+            "osType": machine.os_type,
+            "deadline": _iso(now + duration + INSTALL_GRACE),
+            "parameters": parameters,
+            "maximumDuration": parameters["maximumDuration"],
+            "rollout": rollout,
+        }
+        work.append((machine.id, payload, operation))
+    if operations:
+        conn.execute(_OPERATION, operations)
+    return _queue.enqueue_many(conn, INSTALL, work, now, trigger=AUTO)
 
 
 def queue_revert(conn: Connection, machine: str, now: datetime, *, rollout: int) -> int:

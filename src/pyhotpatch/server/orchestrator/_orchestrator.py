@@ -411,6 +411,9 @@ class Orchestrator:
         found = {m.id: m for m in _fleet.enrolled(conn, ids=[r.machine for r in rows], health=True)}
         windows = _WindowCache(now, settings.fleet_window)
         batches: set[int] = set()
+        # written together once every row is read: one statement per kind of change
+        reverts_ended: list[dict[str, Any]] = []
+        installs_ended: list[dict[str, Any]] = []
         for row in rows:
             machine = found.get(row.machine)
             outcome = row.outcome if isinstance(row.outcome, dict) else {}
@@ -419,9 +422,8 @@ class Orchestrator:
                 ok = row.work_state == _queue.DONE and outcome.get("status") == "Succeeded"
                 state = REVERTED if ok else REVERT_FAILED
                 require(Transition(INSTALL_ENTITY, REVERTING, state, Facts(now=now)))
-                conn.execute(
-                    _REVERT_ENDED,
-                    {**key, "to": state, "at": now, "err": None if ok else outcome.get("error")},
+                reverts_ended.append(
+                    {**key, "to": state, "at": now, "err": None if ok else outcome.get("error")}
                 )
                 if machine is not None and ok:
                     self._emit(
@@ -449,9 +451,8 @@ class Orchestrator:
             ended = SUCCEEDED if installed else FAILED
             require(Transition(INSTALL_ENTITY, INSTALLING, ended, Facts(now=now)))
             if installed:
-                conn.execute(
-                    _INSTALL_ENDED,
-                    {**key, "to": SUCCEEDED, "at": now, "err": None, "retry": None, "ok": healthy},
+                installs_ended.append(
+                    {**key, "to": SUCCEEDED, "at": now, "err": None, "retry": None, "ok": healthy}
                 )
                 if machine is not None:
                     if restarted:
@@ -462,14 +463,17 @@ class Orchestrator:
                 if machine is not None:
                     closing, _ = windows.lookup(machine)
                     retry = closing or now
-                conn.execute(
-                    _INSTALL_ENDED,
-                    {**key, "to": FAILED, "at": now, "err": error, "retry": retry, "ok": healthy},
+                installs_ended.append(
+                    {**key, "to": FAILED, "at": now, "err": error, "retry": retry, "ok": healthy}
                 )
                 if machine is not None:
                     self._emit(machine, row.release, row.kind, "fail", now, healthy=healthy)
             if row.batch is not None:
                 batches.add(row.batch)
+        if reverts_ended:
+            conn.execute(_REVERT_ENDED, reverts_ended)
+        if installs_ended:
+            conn.execute(_INSTALL_ENDED, installs_ended)
         for batch in batches:
             self._maybe_bake(conn, batch, now)
 
@@ -1160,13 +1164,13 @@ class Orchestrator:
             )
             .values(batches=rollout_regions.c.batches + 1)
         )
-        for machine in chosen:
-            left = windows.left(machine) or timedelta(minutes=30)
-            duration = min(left, timedelta(hours=4))
-            work = _dispatch.queue_install(
-                conn, machine, release.kb, duration, now, rollout=rollout.id
-            )
-            previous = installs.get(machine.id)
+        durations = [
+            (machine, min(windows.left(machine) or timedelta(minutes=30), timedelta(hours=4)))
+            for machine in chosen
+        ]
+        works = _dispatch.queue_installs(conn, durations, release.kb, now, rollout=rollout.id)
+        started, retried = [], []
+        for machine, work in zip(chosen, works, strict=True):
             values = dict(
                 batch=batch,
                 state=INSTALLING,
@@ -1178,15 +1182,17 @@ class Orchestrator:
                 error=None,
                 healthy=None,
             )
-            if previous is None:
-                conn.execute(
-                    _INSTALL_STARTED,
-                    {"rollout": rollout.id, "machine": machine.id, "attempts": 1, **values},
+            if installs.get(machine.id) is None:
+                started.append(
+                    {"rollout": rollout.id, "machine": machine.id, "attempts": 1, **values}
                 )
             else:
-                conn.execute(
-                    _INSTALL_RETRIED, {"r": rollout.id, "m": machine.id, **_prefixed(values)}
-                )
+                retried.append({"r": rollout.id, "m": machine.id, **_prefixed(values)})
+        if started:
+            conn.execute(_INSTALL_STARTED, started)
+        if retried:
+            conn.execute(_INSTALL_RETRIED, retried)
+        for machine in chosen:
             flight.take(machine, rollout.id)
             self._emit(
                 machine,
