@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -65,7 +64,7 @@ def test_a_good_install_may_start() -> None:
     ("change", "reason"),
     [
         ({"rollout_state": PAUSED}, "the rollout is paused"),
-        ({"machine": replace(MACHINE, last_seen=NOW - timedelta(hours=1))}, "not running"),
+        ({"machine": MACHINE._replace(last_seen=NOW - timedelta(hours=1))}, "not running"),
         ({"window_left": None}, "window is closed"),
         ({"window_left": timedelta(minutes=5)}, "too little"),
         ({"phase_open": False}, "phase has not started"),
@@ -75,32 +74,32 @@ def test_a_good_install_may_start() -> None:
     ],
 )
 def test_an_install_is_refused_with_its_reason(change: dict, reason: str) -> None:
-    reasons = start(replace(GOOD, **change))
+    reasons = start(GOOD._replace(**change))
     assert any(reason in r for r in reasons), reasons
 
 
 def test_devtest_machines_go_first() -> None:
-    devtest = replace(GOOD, machine=replace(MACHINE, environment=DEVTEST), ring=DEVTEST)
+    devtest = GOOD._replace(machine=MACHINE._replace(environment=DEVTEST), ring=DEVTEST)
     assert start(devtest) == []
 
 
 def test_a_failed_install_waits_for_the_next_window() -> None:
-    waiting = replace(GOOD, retry_after=NOW + timedelta(hours=20))
+    waiting = GOOD._replace(retry_after=NOW + timedelta(hours=20))
     assert any("next window" in r for r in start(waiting, FAILED))
-    assert start(replace(waiting, retry_after=NOW), FAILED) == []
+    assert start(waiting._replace(retry_after=NOW), FAILED) == []
 
 
 def test_a_refused_machine_is_looked_at_again_when_the_rules_may_admit_it() -> None:
     opening, soak = NOW + timedelta(hours=3), NOW + timedelta(hours=5)
-    production, devtest = MACHINE, replace(MACHINE, environment=DEVTEST)
+    production, devtest = MACHINE, MACHINE._replace(environment=DEVTEST)
     assert next_chance(devtest, opening, None, soak) == opening
     assert next_chance(production, opening, None, soak) == soak  # still soaking at its opening
     assert next_chance(production, opening, None, NOW - timedelta(hours=1)) == opening
     retry = opening + timedelta(hours=1)
     assert next_chance(devtest, opening, retry, None) == retry
     # the soak rule admits Production from the soak's end on, as the chance assumes
-    assert any("still soaking" in r for r in start(replace(GOOD, soak_until=NOW + _MINUTE)))
-    assert start(replace(GOOD, soak_until=NOW)) == []
+    assert any("still soaking" in r for r in start(GOOD._replace(soak_until=NOW + _MINUTE)))
+    assert start(GOOD._replace(soak_until=NOW)) == []
 
 
 def test_rollouts_open_for_critical_and_security_only() -> None:
@@ -138,10 +137,10 @@ def test_the_health_gate() -> None:
     baked = Facts(now=NOW, bake_until=NOW, size=10, limit=2, unhealthy=2)
     assert allowed(Transition(BATCH, BAKING, PASSED, baked))
     assert not allowed(Transition(BATCH, BAKING, FAILED, baked))
-    sick = replace(baked, unhealthy=3)
+    sick = baked._replace(unhealthy=3)
     assert not allowed(Transition(BATCH, BAKING, PASSED, sick))
     assert allowed(Transition(BATCH, BAKING, FAILED, sick))
-    early = replace(sick, bake_until=NOW + timedelta(minutes=5))
+    early = sick._replace(bake_until=NOW + timedelta(minutes=5))
     assert not allowed(Transition(BATCH, BAKING, FAILED, early))
 
 
@@ -154,12 +153,12 @@ def test_the_failure_gate() -> None:
         (4, 7, False),
         (3, 100, True),
     ):
-        facts = replace(gate, failed=failed, finished=finished)
+        facts = gate._replace(failed=failed, finished=finished)
         assert allowed(Transition(BATCH, BAKING, PASSED, facts)) is passes, (failed, finished)
         assert allowed(Transition(BATCH, BAKING, FAILED, facts)) is not passes
-    (why,) = refusals(Transition(BATCH, BAKING, PASSED, replace(gate, failed=3, finished=3)))
+    (why,) = refusals(Transition(BATCH, BAKING, PASSED, gate._replace(failed=3, finished=3)))
     assert why == "3 of the 3 installs ended so far failed (more than 50 % tolerated once 3 have)"
-    off = replace(gate, failed=50, finished=50, failed_percent=100)
+    off = gate._replace(failed=50, finished=50, failed_percent=100)
     assert allowed(Transition(BATCH, BAKING, PASSED, off))
 
 

@@ -15,9 +15,8 @@ machines join, and it keeps it.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
 
@@ -33,13 +32,14 @@ from pyhotpatch.server.orchestrator._windows import Window
 from pyhotpatch.storage._tables import fleet_machines, machines, presence, resources
 
 
-@dataclass(frozen=True, slots=True)
-class Machine:
+class Machine(NamedTuple):
     """One machine, with everything the orchestrator's rules read about it.
 
     ``zone`` is None for a machine in no availability zone; ``window`` is its own window
     or None for the fleet's. ``hotpatch`` is whether it takes hotpatches without a restart:
     enabled in its model, and not waiting to rejoin at its next baseline (``rejoin_after``).
+    A named tuple, as region looks and assessment cycles build one for every machine they
+    read, and a tuple is built several times faster than a frozen dataclass.
     """
 
     id: str
@@ -261,8 +261,10 @@ def enrolled(
         query = query.where(*where)
     if limit is not None:
         query = query.limit(limit)
-    for row in conn.execute(query):
-        yield _machine(row, row.health if health else None)
+    # rows come a few hundred at a time: one driver call each, not one per row
+    for part in conn.execute(query).partitions(500):
+        for row in part:
+            yield _machine(row, row.health if health else None)
 
 
 def heard_from(now: datetime) -> ColumnElement[bool]:

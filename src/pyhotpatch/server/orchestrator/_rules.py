@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from pyhotpatch.errors import HotpatchError
 from pyhotpatch.server.orchestrator._fleet import Machine
@@ -69,9 +70,11 @@ class TransitionRefused(HotpatchError):
         )
 
 
-@dataclass(frozen=True)
-class Facts:
+class Facts(NamedTuple):
     """What the orchestrator knew when it proposed a change; each rule reads what it needs.
+
+    A named tuple rather than a frozen dataclass: a region look builds one per machine
+    that lacks the release, and a tuple is built in a sixth of the time.
 
     Times are aware UTC. ``window_left`` is how long the machine's off-peak window stays
     open (None: closed). ``ring``, ``soak_until`` and ``phase_open`` describe the
@@ -182,7 +185,11 @@ def refusals(transition: Transition) -> list[str]:
 
 def allowed(transition: Transition) -> bool:
     """Whether every rule governing ``transition`` is silent (stops at the first refusal)."""
-    return all(next(each.check(transition.facts), None) is None for each in governing(transition))
+    facts = transition.facts
+    for each in governing(transition):
+        for _ in each.check(facts):
+            return False
+    return True
 
 
 def require(transition: Transition) -> None:
