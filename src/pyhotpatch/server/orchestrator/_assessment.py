@@ -6,11 +6,11 @@ what a machine lacks without asking it. An assessment cycle (every
 ``assess_cycle_minutes``) takes the running machines whose next assessment is due,
 computes each one's ``VirtualMachineAssessPatchesResult`` (in the shape an agent's answer
 is normalised to), and records it as the machine's latest assessment and in its history.
-Machines that run the same thing (product, baseline, hotpatch, OS, reboot pending) lack the
-same releases, so a cycle computes one result per such group and writes it with one
-statement of each kind: the group is one assessment activity and shares its id. A machine that was off is due when it comes back, so it is
-assessed at the first cycle after. ``assessPatches`` (an operator's Assess now) still asks
-the agent itself.
+Machines that run the same thing (product, baseline, hotpatch, OS, assessment mode, reboot
+pending) lack the same releases, so a cycle computes one result per such group and writes
+it with one statement of each kind: the group is one assessment activity and shares its
+id. A machine that was off is due when it comes back, so it is assessed at the first cycle
+after. ``assessPatches`` (an operator's Assess now) still asks the agent itself.
 """
 
 from __future__ import annotations
