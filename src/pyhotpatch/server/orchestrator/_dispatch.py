@@ -56,9 +56,9 @@ def queue_installs(
     window) and restarts the service only if the release needs it. The batch's operations,
     and then its work items, are written with one statement each.
     """
+    windows = {"classificationsToInclude": [], "kbNumbersToInclude": [kb]}
     operations, work = [], []
     for machine, duration in batch:
-        windows = {"classificationsToInclude": [], "kbNumbersToInclude": [kb]}
         parameters: dict[str, Any] = {
             "maximumDuration": duration_text(duration),
             "rebootSetting": "IfRequired",
